@@ -1,1 +1,342 @@
-/* placeholder */
+/*
+ * The FUSE low-level operations: find the node, check what the operation
+ * may do there, and hand the work to the module that owns it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+
+#include "triggerfs.h"
+
+#define DIR_TIMEOUT 1.0
+
+static struct tfs_handle *handle_of(struct fuse_file_info *fi)
+{
+	return (struct tfs_handle *)(uintptr_t)fi->fh;
+}
+
+static void reply_entry(fuse_req_t req, fuse_ino_t ino, double timeout)
+{
+	struct fuse_entry_param e;
+
+	memset(&e, 0, sizeof(e));
+	e.ino = ino;
+	e.entry_timeout = DIR_TIMEOUT;
+	e.attr_timeout = timeout;
+	pthread_mutex_lock(&tfs.lock);
+	tree_attr(tree_node(ino), &e.attr);
+	pthread_mutex_unlock(&tfs.lock);
+	fuse_reply_entry(req, &e);
+}
+
+static void tfs_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	/* `echo >` must arrive as an open flag we can ignore, not a setattr. */
+	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+}
+
+static void tfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	pthread_mutex_lock(&tfs.lock);
+	struct tfs_node *p = tree_node(parent);
+	fuse_ino_t ino = 0;
+	double timeout = DIR_TIMEOUT;
+
+	if (!p) {
+		pthread_mutex_unlock(&tfs.lock);
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	switch (p->kind) {
+	case NODE_ROOT:
+		if (!strcmp(name, "runs"))
+			ino = TFS_RUNS_INO;
+		else if (!strcmp(name, TFS_STATS_NAME))
+			ino = TFS_STATS_INO;
+		break;
+	case NODE_RUNS:
+		pthread_mutex_unlock(&tfs.lock);
+		if (tree_valid_name(name))
+			runs_lookup(req, name);
+		else
+			fuse_reply_err(req, ENOENT);
+		return;
+	case NODE_RUN:
+		ino = !strcmp(name, "input") ? p->run->ino_input
+		    : !strcmp(name, "log") ? p->run->ino_log : 0;
+		break;
+	case NODE_INPUT_DIR:
+	case NODE_LOG_DIR:
+		if (tree_valid_name(name)) {
+			struct tfs_stream *s = tree_stream(p->run, name, true);
+
+			ino = p->kind == NODE_INPUT_DIR ? s->ino_input : s->ino_log;
+			timeout = 0;  /* st_size is live */
+		}
+		break;
+	default:
+		pthread_mutex_unlock(&tfs.lock);
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	pthread_mutex_unlock(&tfs.lock);
+	if (ino)
+		reply_entry(req, ino, timeout);
+	else
+		fuse_reply_err(req, ENOENT);
+}
+
+static void tfs_getattr(fuse_req_t req, fuse_ino_t ino,
+			struct fuse_file_info *fi)
+{
+	struct stat st;
+
+	(void)fi;
+	pthread_mutex_lock(&tfs.lock);
+	struct tfs_node *n = tree_node(ino);
+
+	if (n)
+		tree_attr(n, &st);
+	pthread_mutex_unlock(&tfs.lock);
+	if (!n)
+		fuse_reply_err(req, ENOENT);
+	else
+		fuse_reply_attr(req, &st, S_ISDIR(st.st_mode) ? DIR_TIMEOUT : 0);
+}
+
+/* The log is append-only: truncate is accepted and ignored (so `>` works),
+ * and so are time stamps (so `touch` works); modes and owners are fixed. */
+static void tfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+			int to_set, struct fuse_file_info *fi)
+{
+	(void)attr;
+	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))
+		fuse_reply_err(req, EPERM);
+	else
+		tfs_getattr(req, ino, fi);
+}
+
+static void tfs_opendir(fuse_req_t req, fuse_ino_t ino,
+			struct fuse_file_info *fi)
+{
+	struct tfs_dirlist *dl;
+
+	pthread_mutex_lock(&tfs.lock);
+	struct tfs_node *n = tree_node(ino);
+
+	if (n && n->kind == NODE_RUNS) {
+		pthread_mutex_unlock(&tfs.lock);
+		runs_opendir(req, fi);
+		return;
+	}
+	dl = calloc(1, sizeof(*dl));
+	if (!dl)
+		abort();
+	if (n && n->kind == NODE_ROOT) {
+		dirlist_add(dl, "runs");
+	} else if (n && n->kind == NODE_RUN) {
+		dirlist_add(dl, "input");
+		dirlist_add(dl, "log");
+	} else if (n && (n->kind == NODE_INPUT_DIR || n->kind == NODE_LOG_DIR)) {
+		for (struct tfs_stream *s = n->run->streams; s; s = s->next)
+			if (s->listed)
+				dirlist_add(dl, s->name);
+	}
+	pthread_mutex_unlock(&tfs.lock);
+	fi->fh = (uintptr_t)dl;
+	fuse_reply_open(req, fi);
+}
+
+static void tfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
+			off_t off, struct fuse_file_info *fi)
+{
+	(void)ino;
+	dirlist_reply(req, (struct tfs_dirlist *)(uintptr_t)fi->fh, size, off);
+}
+
+static void tfs_releasedir(fuse_req_t req, fuse_ino_t ino,
+			   struct fuse_file_info *fi)
+{
+	(void)ino;
+	dirlist_free((struct tfs_dirlist *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+char *tfs_stats_json(size_t *len)
+{
+	char *text = NULL;
+
+	pthread_mutex_lock(&tfs.lock);
+	*len = (size_t)asprintf(&text,
+		"{\"parked_reads\":%zu,\"parked_opens\":%zu,\"open_handles\":%zu,"
+		"\"streams\":%zu,\"subscriptions\":%zu,\"waited_runs\":%d}\n",
+		tfs.parked[WAIT_READ], tfs.parked[WAIT_OPEN], tfs.open_handles,
+		tfs.streams, tfs.subscriptions, !list_empty(&tfs.waited_runs));
+	pthread_mutex_unlock(&tfs.lock);
+	return text;
+}
+
+static void open_stats(fuse_req_t req, struct fuse_file_info *fi)
+{
+	struct tfs_handle *h = calloc(1, sizeof(*h));
+
+	if (!h)
+		abort();
+	h->kind = NODE_STATS;
+	list_init(&h->pnode);
+	h->text = tfs_stats_json(&h->text_len);
+	pthread_mutex_lock(&tfs.lock);
+	tfs.open_handles++;
+	pthread_mutex_unlock(&tfs.lock);
+	fi->fh = (uintptr_t)h;
+	fi->direct_io = 1;
+	fuse_reply_open(req, fi);
+}
+
+/* Refuse a write the credential cannot make, before any request. */
+static int write_allowed(const struct tfs_run *run)
+{
+	int64_t exp = trigger_cred_exp(tfs.cred);
+
+	if (exp && exp <= (int64_t)time(NULL)) {
+		tfs_log(LOG_ERR, "run %s: the access token expired at %lld (Unix time); get a new one",
+			run->id, (long long)exp);
+		return tfs_errno(TRIGGER_E_EXPIRED);
+	}
+	if (!trigger_cred_allows(tfs.cred, "write", "inputStreams", run->id)) {
+		tfs_log(LOG_ERR, "run %s: the access token has no scope to send (needs write:inputStreams:%s)",
+			run->id, run->id);
+		return tfs_errno(TRIGGER_E_FORBIDDEN);
+	}
+	return 0;
+}
+
+static void tfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	bool writing = (fi->flags & O_ACCMODE) != O_RDONLY;
+	int err = 0;
+
+	pthread_mutex_lock(&tfs.lock);
+	struct tfs_node *n = tree_node(ino);
+
+	if (!n)
+		err = ENOENT;
+	else if (n->kind == NODE_STATS || n->kind == NODE_LOG)
+		err = writing ? EACCES : 0;
+	else if (n->kind != NODE_INPUT)
+		err = EISDIR;
+	else if (writing)
+		err = write_allowed(n->run);
+	pthread_mutex_unlock(&tfs.lock);
+	if (err)
+		fuse_reply_err(req, err);
+	else if (n->kind == NODE_STATS)
+		open_stats(req, fi);
+	else
+		stream_open(req, n->stream, n->kind, fi);
+}
+
+static void tfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	struct tfs_handle *h = handle_of(fi);
+
+	(void)ino;
+	if (h->kind != NODE_STATS) {
+		stream_read(req, h, size, off, fi->flags);
+		return;
+	}
+	size_t n = (size_t)off < h->text_len ? h->text_len - off : 0;
+
+	fuse_reply_buf(req, h->text + off, n < size ? n : size);
+}
+
+static void tfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		      size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct tfs_handle *h = handle_of(fi);
+
+	(void)ino;
+	(void)off;   /* the log is append-only: every write is a send */
+	if (!h->can_write)
+		fuse_reply_err(req, EBADF);
+	else
+		writer_write(req, h, buf, size);
+}
+
+static void tfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct tfs_handle *h = handle_of(fi);
+
+	(void)ino;
+	if (h->can_write)
+		writer_flush(req, h);
+	else
+		fuse_reply_err(req, 0);
+}
+
+static void tfs_release(fuse_req_t req, fuse_ino_t ino,
+			struct fuse_file_info *fi)
+{
+	struct tfs_handle *h = handle_of(fi);
+
+	(void)ino;
+	pthread_mutex_lock(&tfs.lock);
+	if (h->kind != NODE_STATS) {
+		writer_release(h);
+		stream_release(h);
+	}
+	stream_free_handle(h);
+	pthread_mutex_unlock(&tfs.lock);
+	fuse_reply_err(req, 0);
+}
+
+static void tfs_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+		     struct fuse_pollhandle *ph)
+{
+	struct tfs_handle *h = handle_of(fi);
+
+	(void)ino;
+	if (h->kind == NODE_STATS) {
+		if (ph)
+			fuse_pollhandle_destroy(ph);
+		fuse_reply_poll(req, POLLIN);
+		return;
+	}
+	stream_poll(req, h, ph);
+}
+
+static void tfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+		       mode_t mode, struct fuse_file_info *fi)
+{
+	(void)parent;
+	(void)name;
+	(void)mode;
+	(void)fi;
+	/* Streams exist as soon as they are named; nothing else is made. */
+	fuse_reply_err(req, EACCES);
+}
+
+const struct fuse_lowlevel_ops tfs_ops = {
+	.init = tfs_init,
+	.lookup = tfs_lookup,
+	.getattr = tfs_getattr,
+	.setattr = tfs_setattr,
+	.opendir = tfs_opendir,
+	.readdir = tfs_readdir,
+	.releasedir = tfs_releasedir,
+	.open = tfs_open,
+	.read = tfs_read,
+	.write = tfs_write,
+	.flush = tfs_flush,
+	.release = tfs_release,
+	.poll = tfs_poll,
+	.create = tfs_create,
+};

@@ -1,1 +1,586 @@
-/* placeholder */
+/*
+ * A stream: its log (every record as one line of JSON), the subscription
+ * that fills it, shared by every reader, and the requests parked on it:
+ * reads at the end of the log and opens waiting for the subscription to
+ * catch up with what the API already holds.  Parked requests cost no
+ * thread; they are answered from the network thread, the watcher thread
+ * (deadlines) or an interrupt.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+
+#include "triggerfs.h"
+
+static void sub_start(struct tfs_stream *s);
+static void sub_stop(struct tfs_stream *s);
+
+/* ---- the log ----------------------------------------------------------- */
+
+static void log_append(struct tfs_stream *s, const char *json, size_t len)
+{
+	size_t need = s->len + len + 1;
+
+	if (need > s->cap) {
+		size_t cap = s->cap ? s->cap : 4096;
+
+		while (cap < need)
+			cap *= 2;
+		s->data = realloc(s->data, cap);
+		if (!s->data)
+			abort();
+		s->cap = cap;
+	}
+	memcpy(s->data + s->len, json, len);
+	s->data[s->len + len] = '\n';
+	s->len = need;
+	s->nrecords++;
+}
+
+/* ---- parked requests --------------------------------------------------- */
+
+static void waiter_unlink(struct tfs_waiter *w)
+{
+	list_del(&w->snode);
+	list_del(&w->dnode);
+	tfs.parked[w->kind]--;
+	if (w->kind == WAIT_READ)
+		runs_del_waiter(w->stream->run);
+}
+
+static void reply_data(fuse_req_t req, struct tfs_handle *h,
+		       const struct tfs_stream *s, size_t size, off_t off)
+{
+	size_t n = s->len - off;
+
+	if (n > size)
+		n = size;
+	/* A read that fills its request exactly up to the end of the data is
+	 * answered one byte short: the kernel splits large reads, and a full
+	 * answer makes it ask for the next piece at the end, where it would
+	 * park although this read() already has data. */
+	if (h->kind == NODE_INPUT && n == size && off + n == s->len && n > 1)
+		n--;
+	h->pos = off + n;
+	fuse_reply_buf(req, s->data + off, n);
+}
+
+/* Answer a read now if the contract allows; false when it must wait. */
+static bool read_answer(fuse_req_t req, struct tfs_handle *h, size_t size,
+			off_t off, int flags)
+{
+	struct tfs_stream *s = h->stream;
+
+	if ((size_t)off < s->len) {
+		reply_data(req, h, s, size, off);
+	} else if (h->kind == NODE_LOG || s->run->finished) {
+		h->pos = off;
+		fuse_reply_buf(req, NULL, 0);
+	} else if (s->sub_error) {
+		fuse_reply_err(req, tfs_errno(s->sub_error));
+	} else if (tfs.shutting_down) {
+		fuse_reply_err(req, tfs_errno(TRIGGER_E_CANCELLED));
+	} else if (flags & O_NONBLOCK) {
+		fuse_reply_err(req, EAGAIN);
+	} else {
+		return false;
+	}
+	return true;
+}
+
+static void handle_free(struct tfs_handle *h)
+{
+	free(h->line);
+	free(h->text);
+	free(h);
+	tfs.open_handles--;
+}
+
+/* An open that waited for the subscription: answer it, or undo it. */
+static void open_finish(struct tfs_waiter *w, int err)
+{
+	if (!err) {
+		fuse_reply_open(w->req, &w->fi);
+		return;
+	}
+	struct tfs_handle *h = (struct tfs_handle *)(uintptr_t)w->fi.fh;
+
+	stream_release(h);
+	handle_free(h);
+	fuse_reply_err(w->req, err);
+}
+
+/* Take a parked request off every list and answer it with err (0: as the
+ * state now allows; for reads that means data or end of file). */
+static void waiter_finish(struct tfs_waiter *w, int err)
+{
+	waiter_unlink(w);
+	if (w->kind == WAIT_OPEN)
+		open_finish(w, err);
+	else if (err)
+		fuse_reply_err(w->req, err);
+	else if (!read_answer(w->req, w->handle, w->size, w->off, 0))
+		fuse_reply_err(w->req, EIO);  /* not reached: callers checked */
+	free(w);
+}
+
+/* Answer every parked read the current state allows. */
+static void wake_readers(struct tfs_stream *s)
+{
+	struct list *p, *next;
+
+	for (p = s->waiters.next; p != &s->waiters; p = next) {
+		struct tfs_waiter *w = list_entry(p, struct tfs_waiter, snode);
+
+		next = p->next;
+		if (w->kind == WAIT_READ &&
+		    ((size_t)w->off < s->len || s->run->finished))
+			waiter_finish(w, 0);
+	}
+}
+
+static void fail_waiters(struct tfs_stream *s, enum waiter_kind kind, int err)
+{
+	struct list *p, *next;
+
+	for (p = s->waiters.next; p != &s->waiters; p = next) {
+		struct tfs_waiter *w = list_entry(p, struct tfs_waiter, snode);
+
+		next = p->next;
+		if (w->kind == kind)
+			waiter_finish(w, err);
+	}
+}
+
+static void notify_pollers(struct tfs_stream *s)
+{
+	while (!list_empty(&s->pollers)) {
+		struct tfs_handle *h =
+			list_entry(s->pollers.next, struct tfs_handle, pnode);
+
+		list_del(&h->pnode);
+		/* A poll handle is one-shot: the kernel polls again. */
+		fuse_lowlevel_notify_poll(h->ph);
+		fuse_pollhandle_destroy(h->ph);
+		h->ph = NULL;
+	}
+}
+
+/* Interrupts arrive on a FUSE worker thread.  The waiter may already have
+ * been answered and freed, so it is looked up by request, never trusted by
+ * pointer. */
+static void on_interrupt(fuse_req_t req, void *data)
+{
+	struct tfs_stream *s = data;
+	struct list *p;
+
+	pthread_mutex_lock(&tfs.lock);
+	for (p = s->waiters.next; p != &s->waiters; p = p->next) {
+		struct tfs_waiter *w = list_entry(p, struct tfs_waiter, snode);
+
+		if (w->req == req) {
+			waiter_finish(w, EINTR);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&tfs.lock);
+}
+
+static double park_timeout(enum waiter_kind kind, int *err)
+{
+	double t = kind == WAIT_READ ? tfs.read_timeout : tfs.open_timeout;
+
+	*err = kind == WAIT_READ ? tfs_errno(TRIGGER_E_TIMEOUT)
+				 : tfs_errno(TRIGGER_E_NETWORK);
+	if (tfs.park_limit > 0 && (t == 0 || tfs.park_limit < t)) {
+		t = tfs.park_limit;
+		*err = EINTR;   /* retried by the caller's libc or shell */
+	}
+	return t;
+}
+
+static void park(struct tfs_waiter *w)
+{
+	double t = park_timeout(w->kind, &(int){0});
+
+	w->deadline = t > 0 ? tfs_now() + t : 0;
+	list_add_tail(&w->stream->waiters, &w->snode);
+	/* Every waiter of a kind has the same timeout, so appending keeps the
+	 * queue in deadline order. */
+	if (w->deadline)
+		list_add_tail(&tfs.deadlines[w->kind], &w->dnode);
+	else
+		list_init(&w->dnode);
+	tfs.parked[w->kind]++;
+	if (w->kind == WAIT_READ) {
+		runs_add_waiter(w->stream->run);
+		if (tfs.waitpoints)
+			stream_waitpoint(w->stream);
+	}
+}
+
+/* Park w unless it was interrupted or can be answered by now.  The
+ * interrupt callback is registered without tfs.lock held: libfuse calls it
+ * at once if the request was already interrupted. */
+static void park_or_answer(struct tfs_waiter *w, int flags)
+{
+	fuse_req_interrupt_func(w->req, on_interrupt, w->stream);
+	pthread_mutex_lock(&tfs.lock);
+	if (fuse_req_interrupted(w->req)) {
+		if (w->kind == WAIT_OPEN)
+			open_finish(w, EINTR);
+		else
+			fuse_reply_err(w->req, EINTR);
+		free(w);
+	} else if (w->kind == WAIT_READ &&
+		   read_answer(w->req, w->handle, w->size, w->off, flags)) {
+		free(w);
+	} else if (w->kind == WAIT_OPEN &&
+		   (w->stream->caught_up || w->stream->sub_error)) {
+		open_finish(w, tfs_errno(w->stream->sub_error));
+		free(w);
+	} else {
+		park(w);
+	}
+	pthread_mutex_unlock(&tfs.lock);
+}
+
+static struct tfs_waiter *waiter_new(fuse_req_t req, enum waiter_kind kind,
+				     struct tfs_stream *s)
+{
+	struct tfs_waiter *w = calloc(1, sizeof(*w));
+
+	if (!w)
+		abort();
+	w->req = req;
+	w->kind = kind;
+	w->stream = s;
+	list_init(&w->snode);
+	list_init(&w->dnode);
+	return w;
+}
+
+/* ---- open, read, poll, release ----------------------------------------- */
+
+void stream_open(fuse_req_t req, struct tfs_stream *s, enum node_kind kind,
+		 struct fuse_file_info *fi)
+{
+	struct tfs_handle *h = calloc(1, sizeof(*h));
+	int acc = fi->flags & O_ACCMODE;
+
+	if (!h)
+		abort();
+	h->kind = kind;
+	h->stream = s;
+	h->can_read = acc != O_WRONLY;
+	h->can_write = acc != O_RDONLY;
+	jsonline_init(&h->jl);
+	list_init(&h->pnode);
+	fi->fh = (uintptr_t)h;
+	fi->direct_io = 1;   /* every read reaches us: see design.md */
+	fi->keep_cache = 0;
+
+	pthread_mutex_lock(&tfs.lock);
+	tfs.open_handles++;
+	s->listed = true;
+	bool ready = true;
+
+	if (h->can_read) {
+		if (s->readers++ == 0 || !s->sub)
+			sub_start(s);
+		ready = s->caught_up;
+		if (s->sub_error && !s->sub) {
+			int err = tfs_errno(s->sub_error);
+
+			stream_release(h);
+			handle_free(h);
+			pthread_mutex_unlock(&tfs.lock);
+			fuse_reply_err(req, err);
+			return;
+		}
+	}
+	pthread_mutex_unlock(&tfs.lock);
+	if (ready) {
+		fuse_reply_open(req, fi);
+		return;
+	}
+	struct tfs_waiter *w = waiter_new(req, WAIT_OPEN, s);
+
+	w->fi = *fi;
+	park_or_answer(w, 0);
+}
+
+void stream_read(fuse_req_t req, struct tfs_handle *h, size_t size, off_t off,
+		 int flags)
+{
+	pthread_mutex_lock(&tfs.lock);
+	bool done = read_answer(req, h, size, off, flags);
+
+	pthread_mutex_unlock(&tfs.lock);
+	if (done)
+		return;
+
+	struct tfs_waiter *w = waiter_new(req, WAIT_READ, h->stream);
+
+	w->handle = h;
+	w->off = off;
+	w->size = size;
+	park_or_answer(w, flags);
+}
+
+void stream_poll(fuse_req_t req, struct tfs_handle *h,
+		 struct fuse_pollhandle *ph)
+{
+	struct tfs_stream *s = h->stream;
+	unsigned revents = 0;
+
+	pthread_mutex_lock(&tfs.lock);
+	if (h->can_read && ((size_t)h->pos < s->len || s->run->finished ||
+			    s->sub_error || h->kind == NODE_LOG))
+		revents |= POLLIN | POLLRDNORM;
+	if (h->can_write)
+		revents |= POLLOUT | POLLWRNORM;
+	if (ph) {
+		if (h->ph)
+			fuse_pollhandle_destroy(h->ph);
+		h->ph = ph;
+		list_del(&h->pnode);
+		list_add_tail(&s->pollers, &h->pnode);
+	}
+	pthread_mutex_unlock(&tfs.lock);
+	fuse_reply_poll(req, revents);
+}
+
+/* Called with tfs.lock held. */
+void stream_release(struct tfs_handle *h)
+{
+	struct tfs_stream *s = h->stream;
+
+	if (h->ph) {
+		list_del(&h->pnode);
+		fuse_pollhandle_destroy(h->ph);
+		h->ph = NULL;
+	}
+	if (h->can_read && --s->readers == 0)
+		sub_stop(s);
+}
+
+void stream_free_handle(struct tfs_handle *h)
+{
+	handle_free(h);
+}
+
+/* ---- the subscription -------------------------------------------------- */
+
+static void on_record(void *arg, const struct trigger_record *rec)
+{
+	struct tfs_subctx *ctx = arg;
+
+	pthread_mutex_lock(&tfs.lock);
+	struct tfs_stream *s = ctx->stream;
+
+	if (ctx->active && rec->seq > s->last_seq) {
+		log_append(s, rec->json, rec->json_len);
+		s->last_seq = rec->seq;
+		s->waitpoint_pending = false;
+		wake_readers(s);
+		notify_pollers(s);
+	}
+	pthread_mutex_unlock(&tfs.lock);
+}
+
+static void sub_failed(struct tfs_stream *s, const struct trigger_result *res)
+{
+	tfs_log(LOG_ERR, "run %s stream %s: cannot receive: %s (HTTP %ld: %s)",
+		s->run->id, s->name, trigger_strerror(res->code), res->status,
+		res->error);
+	s->sub_error = res->code ? res->code : TRIGGER_E_PROTOCOL;
+	if (res->code == TRIGGER_E_NOT_FOUND)
+		s->run->state = RUN_MISSING;
+	fail_waiters(s, WAIT_OPEN, tfs_errno(s->sub_error));
+	fail_waiters(s, WAIT_READ, tfs_errno(s->sub_error));
+	notify_pollers(s);
+}
+
+static void on_event(void *arg, enum trigger_sub_event ev,
+		     const struct trigger_result *res)
+{
+	struct tfs_subctx *ctx = arg;
+
+	pthread_mutex_lock(&tfs.lock);
+	struct tfs_stream *s = ctx->stream;
+
+	switch (ev) {
+	case TRIGGER_SUB_CAUGHT_UP:
+		if (ctx->active) {
+			s->caught_up = true;
+			fail_waiters(s, WAIT_OPEN, 0);
+		}
+		break;
+	case TRIGGER_SUB_RECONNECTING:
+		if (ctx->active)
+			tfs_log(LOG_WARNING, "run %s stream %s: connection lost (%s), reconnecting",
+				s->run->id, s->name, res ? res->error : "");
+		break;
+	case TRIGGER_SUB_CONNECTED:
+		if (ctx->active)
+			tfs_log(LOG_INFO, "run %s stream %s: reconnected",
+				s->run->id, s->name);
+		break;
+	case TRIGGER_SUB_FAILED:
+		if (ctx->active) {
+			ctx->active = false;
+			s->sub = NULL;
+			tfs.subscriptions--;
+			sub_failed(s, res);
+		}
+		break;
+	case TRIGGER_SUB_CLOSED:
+		if (ctx->active) {  /* closed by client shutdown */
+			s->sub = NULL;
+			tfs.subscriptions--;
+		}
+		free(ctx);
+		break;
+	}
+	pthread_mutex_unlock(&tfs.lock);
+}
+
+static const struct trigger_sub_callbacks sub_callbacks = {
+	.record = on_record,
+	.event = on_event,
+};
+
+static void sub_start(struct tfs_stream *s)
+{
+	struct tfs_subctx *ctx = calloc(1, sizeof(*ctx));
+
+	if (!ctx)
+		abort();
+	ctx->stream = s;
+	ctx->active = true;
+	s->caught_up = false;
+	s->sub_error = TRIGGER_OK;
+	ctx->sub = trigger_subscribe(tfs.client, s->run->id, s->name,
+				     s->last_seq, &sub_callbacks, ctx);
+	if (!ctx->sub) {
+		int64_t exp = trigger_cred_exp(tfs.cred);
+
+		s->sub_error = exp && exp < (int64_t)time(NULL)
+			       ? TRIGGER_E_EXPIRED : TRIGGER_E_NOMEM;
+		tfs_log(LOG_ERR, "run %s stream %s: cannot receive: %s",
+			s->run->id, s->name, trigger_strerror(s->sub_error));
+		free(ctx);
+		return;
+	}
+	s->sub = ctx;
+	tfs.subscriptions++;
+}
+
+static void sub_stop(struct tfs_stream *s)
+{
+	struct tfs_subctx *ctx = s->sub;
+
+	if (!ctx)
+		return;
+	ctx->active = false;
+	s->sub = NULL;
+	s->caught_up = false;
+	tfs.subscriptions--;
+	trigger_unsubscribe(ctx->sub);
+}
+
+/* ---- run state, deadlines, waitpoints, shutdown ------------------------- */
+
+/* Called with tfs.lock held when the run is learned to be finished. */
+void stream_run_finished(struct tfs_stream *s)
+{
+	wake_readers(s);
+	notify_pollers(s);
+}
+
+void stream_expire(double now)
+{
+	for (int kind = 0; kind < 2; kind++) {
+		int err;
+
+		park_timeout(kind, &err);
+		while (!list_empty(&tfs.deadlines[kind])) {
+			struct tfs_waiter *w = list_entry(tfs.deadlines[kind].next,
+							  struct tfs_waiter, dnode);
+
+			if (w->deadline > now)
+				break;
+			if (kind == WAIT_OPEN)
+				tfs_log(LOG_ERR, "run %s stream %s: no answer from the API in time",
+					w->stream->run->id, w->stream->name);
+			waiter_finish(w, err);
+		}
+	}
+}
+
+static void shutdown_run(struct tfs_run *run, void *arg)
+{
+	(void)arg;
+	for (struct tfs_stream *s = run->streams; s; s = s->next) {
+		fail_waiters(s, WAIT_OPEN, tfs_errno(TRIGGER_E_CANCELLED));
+		fail_waiters(s, WAIT_READ, tfs_errno(TRIGGER_E_CANCELLED));
+	}
+}
+
+/* Every parked request gets an error now: the daemon is going away. */
+void stream_shutdown(void)
+{
+	pthread_mutex_lock(&tfs.lock);
+	tfs.shutting_down = true;
+	tree_for_each_run(shutdown_run, NULL);
+	pthread_mutex_unlock(&tfs.lock);
+}
+
+static void waitpoint_done(void *arg, const struct trigger_result *res)
+{
+	struct tfs_stream *s = arg;
+
+	pthread_mutex_lock(&tfs.lock);
+	if (res->code != TRIGGER_OK) {
+		s->waitpoint_pending = false;
+		tfs_log(LOG_WARNING, "run %s stream %s: cannot register a waitpoint: %s (HTTP %ld: %s)",
+			s->run->id, s->name, trigger_strerror(res->code),
+			res->status, res->error);
+	} else {
+		json_t *id = json_object_get(res->body, "waitpointId");
+
+		tfs_log(LOG_INFO, "run %s stream %s: waitpoint %s registered",
+			s->run->id, s->name,
+			json_is_string(id) ? json_string_value(id) : "?");
+	}
+	pthread_mutex_unlock(&tfs.lock);
+}
+
+/* -o waitpoints: a reader waits at the end, so register the wait with the
+ * API (once per record awaited).  Called with tfs.lock held. */
+void stream_waitpoint(struct tfs_stream *s)
+{
+	char timeout[32];
+	const char *t = NULL;
+
+	if (s->waitpoint_pending)
+		return;
+	if (tfs.read_timeout > 0) {
+		snprintf(timeout, sizeof(timeout), "%lds",
+			 (long)(tfs.read_timeout + 0.999));
+		t = timeout;
+	}
+	s->waitpoint_pending = true;
+	int rc = trigger_wait_create(tfs.client, s->run->id, s->name, t,
+				     s->last_seq, waitpoint_done, s);
+	if (rc) {
+		s->waitpoint_pending = false;
+		tfs_log(LOG_WARNING, "run %s stream %s: cannot register a waitpoint: %s",
+			s->run->id, s->name, trigger_strerror(rc));
+	}
+}

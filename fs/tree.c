@@ -1,1 +1,225 @@
-/* placeholder */
+/*
+ * The tree: inode numbers, the table of runs, each run's streams.  Nodes
+ * live as long as the mount (names are cheap and the kernel may hold any
+ * inode number it was given), so forget needs no bookkeeping.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "triggerfs.h"
+
+#define RUN_BUCKETS 4096
+
+static struct tfs_node **nodes;
+static size_t nnodes, nodes_cap;
+static struct tfs_run *buckets[RUN_BUCKETS];
+
+static void *xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n, size);
+
+	if (!p)
+		abort();
+	return p;
+}
+
+struct tfs_node *tree_node(fuse_ino_t ino)
+{
+	if (ino == 0 || ino >= nnodes)
+		return NULL;
+	return nodes[ino];
+}
+
+fuse_ino_t tree_new_node(enum node_kind kind, struct tfs_run *run,
+			 struct tfs_stream *stream)
+{
+	if (nnodes == 0)
+		nnodes = 1;     /* inode 0 is never valid */
+	if (nnodes == nodes_cap) {
+		nodes_cap = nodes_cap ? nodes_cap * 2 : 1024;
+		nodes = realloc(nodes, nodes_cap * sizeof(*nodes));
+		if (!nodes)
+			abort();
+	}
+	struct tfs_node *n = xcalloc(1, sizeof(*n));
+
+	n->ino = nnodes;
+	n->kind = kind;
+	n->run = run;
+	n->stream = stream;
+	nodes[nnodes++] = n;
+	return n->ino;
+}
+
+static unsigned hash(const char *s)
+{
+	unsigned h = 2166136261u;
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 16777619u;
+	return h;
+}
+
+/* Names become URL path segments; the kernel already refuses "", "." and
+ * "..", and names over 255 bytes.  '/' cannot occur. */
+bool tree_valid_name(const char *name)
+{
+	size_t n = strlen(name);
+
+	return n > 0 && n <= 255 && strcmp(name, ".") && strcmp(name, "..");
+}
+
+struct tfs_run *tree_run(const char *id, bool create)
+{
+	unsigned b = hash(id) % RUN_BUCKETS;
+
+	for (struct tfs_run *r = buckets[b]; r; r = r->hnext)
+		if (!strcmp(r->id, id))
+			return r;
+	if (!create)
+		return NULL;
+
+	struct tfs_run *r = xcalloc(1, sizeof(*r));
+
+	r->id = strdup(id);
+	if (!r->id)
+		abort();
+	list_init(&r->lookups);
+	list_init(&r->waiting);
+	r->ino_dir = tree_new_node(NODE_RUN, r, NULL);
+	r->ino_input = tree_new_node(NODE_INPUT_DIR, r, NULL);
+	r->ino_log = tree_new_node(NODE_LOG_DIR, r, NULL);
+	r->hnext = buckets[b];
+	buckets[b] = r;
+	return r;
+}
+
+void tree_for_each_run(void (*fn)(struct tfs_run *run, void *arg), void *arg)
+{
+	for (size_t b = 0; b < RUN_BUCKETS; b++)
+		for (struct tfs_run *r = buckets[b]; r; r = r->hnext)
+			fn(r, arg);
+}
+
+struct tfs_stream *tree_stream(struct tfs_run *run, const char *name,
+			       bool create)
+{
+	for (struct tfs_stream *s = run->streams; s; s = s->next)
+		if (!strcmp(s->name, name))
+			return s;
+	if (!create)
+		return NULL;
+
+	struct tfs_stream *s = xcalloc(1, sizeof(*s));
+
+	s->name = strdup(name);
+	if (!s->name)
+		abort();
+	s->run = run;
+	s->last_seq = -1;
+	list_init(&s->waiters);
+	list_init(&s->pollers);
+	list_init(&s->writes);
+	s->ino_input = tree_new_node(NODE_INPUT, run, s);
+	s->ino_log = tree_new_node(NODE_LOG, run, s);
+	s->next = run->streams;
+	run->streams = s;
+	run->nstreams++;
+	tfs.streams++;
+	return s;
+}
+
+static mode_t input_mode(const struct tfs_run *run)
+{
+	mode_t mode = S_IFREG | 0444;
+
+	/* The mode shows what the credential allows; the owner may write. */
+	if (trigger_cred_allows(tfs.cred, "write", "inputStreams", run->id))
+		mode |= 0200;
+	return mode;
+}
+
+void tree_attr(const struct tfs_node *node, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = node->ino;
+	st->st_uid = tfs.uid;
+	st->st_gid = tfs.gid;
+	st->st_blksize = 4096;
+	switch (node->kind) {
+	case NODE_INPUT:
+	case NODE_LOG:
+		st->st_mode = node->kind == NODE_INPUT ? input_mode(node->run)
+						       : S_IFREG | 0444;
+		st->st_nlink = 1;
+		st->st_size = node->stream->len;
+		st->st_blocks = (st->st_size + 511) / 512;
+		break;
+	case NODE_STATS:
+		st->st_mode = S_IFREG | 0444;
+		st->st_nlink = 1;
+		break;
+	default:
+		st->st_mode = S_IFDIR | 0755;
+		st->st_nlink = 2;
+		break;
+	}
+}
+
+/* ---- directory listings ------------------------------------------------ */
+
+void dirlist_add(struct tfs_dirlist *dl, const char *name)
+{
+	if (dl->n == dl->cap) {
+		dl->cap = dl->cap ? dl->cap * 2 : 16;
+		dl->names = realloc(dl->names, dl->cap * sizeof(*dl->names));
+		if (!dl->names)
+			abort();
+	}
+	dl->names[dl->n] = strdup(name);
+	if (!dl->names[dl->n])
+		abort();
+	dl->n++;
+}
+
+bool dirlist_has(const struct tfs_dirlist *dl, const char *name)
+{
+	for (size_t i = 0; i < dl->n; i++)
+		if (!strcmp(dl->names[i], name))
+			return true;
+	return false;
+}
+
+void dirlist_free(struct tfs_dirlist *dl)
+{
+	for (size_t i = 0; i < dl->n; i++)
+		free(dl->names[i]);
+	free(dl->names);
+	free(dl);
+}
+
+/* Entries are ".", "..", then the names; off is the index to go on from. */
+void dirlist_reply(fuse_req_t req, const struct tfs_dirlist *dl, size_t size,
+		   off_t off)
+{
+	char *buf = malloc(size);
+	size_t pos = 0;
+	struct stat st = { .st_mode = S_IFDIR };
+
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	for (size_t i = off; i < dl->n + 2; i++) {
+		const char *name = i == 0 ? "." : i == 1 ? ".." : dl->names[i - 2];
+		size_t n = fuse_add_direntry(req, buf + pos, size - pos, name, &st,
+					     i + 1);
+
+		if (n > size - pos)
+			break;
+		pos += n;
+	}
+	fuse_reply_buf(req, buf, pos);
+	free(buf);
+}

@@ -1,1 +1,377 @@
-/* placeholder */
+/*
+ * The write side of a stream file: write = send.  Each complete line of a
+ * write is one JSON value and one send; every line is checked before any is
+ * sent; a line without its newline is kept in the open file for the next
+ * write (another process may share it) and sent at close if complete.
+ *
+ * Writes and flushes of one stream form a queue and run one at a time, in
+ * order, each line sent after the previous one was accepted: the order of
+ * the log is the order of the writes.  Nothing here waits on the network
+ * on a FUSE thread: the request is answered from the send's completion.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+
+#include "triggerfs.h"
+
+/* A record over 1 MiB as sent ({"data":<line>}) is refused: 413. */
+#define MAX_BODY 1048576
+#define BODY_OVERHEAD 9
+
+struct line {
+	char *text;
+	size_t len;
+	size_t end;          /* offset in the write just past its '\n' */
+};
+
+struct tfs_write {
+	struct list node;    /* in stream->writes */
+	fuse_req_t req;
+	struct tfs_handle *h;
+	bool flush;
+	char *buf;           /* the write's bytes (writes only) */
+	size_t size;
+	struct line *lines;
+	size_t nlines, next;
+	/* what the handle holds after a fully accepted write */
+	struct jsonline jl_after;
+	size_t tail_off;
+};
+
+static void start_next(struct tfs_stream *s);
+
+static bool is_json_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+static void add_line(struct tfs_write *w, const char *a, size_t alen,
+		     const char *b, size_t blen, size_t end)
+{
+	size_t cap = w->nlines + 1;
+	struct line *l;
+
+	w->lines = realloc(w->lines, cap * sizeof(*w->lines));
+	if (!w->lines)
+		abort();
+	l = &w->lines[w->nlines++];
+	l->text = malloc(alen + blen + 1);
+	if (!l->text)
+		abort();
+	if (alen)
+		memcpy(l->text, a, alen);
+	if (blen)
+		memcpy(l->text + alen, b, blen);
+	l->len = alen + blen;
+	l->text[l->len] = '\0';
+	l->end = end;
+	/* Send the value without the whitespace around it. */
+	char *p = l->text;
+
+	while (l->len && is_json_space(p[l->len - 1]))
+		l->len--;
+	while (l->len && is_json_space(*p)) {
+		p++;
+		l->len--;
+	}
+	memmove(l->text, p, l->len);
+}
+
+static void drop_line(struct tfs_handle *h)
+{
+	free(h->line);
+	h->line = NULL;
+	h->line_len = h->line_cap = 0;
+	jsonline_init(&h->jl);
+}
+
+static void refuse(struct tfs_write *w, int err, const char *what,
+		   size_t lineno, const char *why)
+{
+	struct tfs_stream *s = w->h->stream;
+
+	tfs_log(LOG_ERR, "run %s stream %s: write refused, nothing sent: line %zu %s%s%s",
+		s->run->id, s->name, lineno, what, why ? ": " : "", why ? why : "");
+	fuse_reply_err(w->req, err);
+}
+
+/* Check the whole write against a copy of the handle's line state and
+ * collect its lines.  Returns 0, or -1 when the write was refused (and
+ * answered) with nothing changed, except that an oversize line is dropped:
+ * it can never be sent. */
+static int split_write(struct tfs_write *w)
+{
+	struct tfs_handle *h = w->h;
+	struct jsonline jl = h->jl;
+	size_t cur = h->line_len, pos = 0, lineno = 1;
+
+	w->tail_off = 0;
+	bool discarding = h->discarding;
+
+	while (pos < w->size) {
+		const char *seg = w->buf + pos;
+		const char *nl = memchr(seg, '\n', w->size - pos);
+		size_t seg_len = nl ? (size_t)(nl - seg) : w->size - pos;
+		size_t next = pos + seg_len + (nl ? 1 : 0);
+
+		if (discarding) {
+			if (!nl) {
+				refuse(w, tfs_errno(TRIGGER_E_TOO_LARGE),
+				       "is over 1 MiB", lineno,
+				       "still discarding it up to its newline");
+				return -1;
+			}
+			discarding = false;
+			h->discarding = false;
+			pos = w->tail_off = next;
+			continue;
+		}
+		if (cur + seg_len + BODY_OVERHEAD > MAX_BODY) {
+			drop_line(h);
+			h->discarding = !nl;
+			refuse(w, tfs_errno(TRIGGER_E_TOO_LARGE), "is over 1 MiB",
+			       lineno, NULL);
+			return -1;
+		}
+		if (jsonline_feed(&jl, seg, seg_len) == JSONLINE_INVALID) {
+			refuse(w, tfs_errno(TRIGGER_E_INVALID), "is not JSON",
+			       lineno, jsonline_why(&jl));
+			return -1;
+		}
+		if (!nl) {
+			cur += seg_len;
+			break;
+		}
+		enum jsonline_status st = jsonline_end(&jl);
+
+		if (st == JSONLINE_PARTIAL || st == JSONLINE_INVALID) {
+			refuse(w, tfs_errno(TRIGGER_E_INVALID), "is not JSON",
+			       lineno, "the line ends before the value does");
+			return -1;
+		}
+		/* The first line of a write continues the kept line; blank
+		 * lines are skipped. */
+		if (st == JSONLINE_COMPLETE)
+			add_line(w, lineno == 1 ? h->line : "",
+				 lineno == 1 ? h->line_len : 0, seg, seg_len, next);
+		jsonline_init(&jl);
+		cur = 0;
+		lineno++;
+		pos = w->tail_off = next;
+	}
+	w->jl_after = jl;
+	return 0;
+}
+
+static void keep_tail(struct tfs_handle *h, const char *p, size_t n,
+		      bool fresh)
+{
+	if (fresh)
+		h->line_len = 0;
+	if (h->line_len + n + 1 > h->line_cap) {
+		size_t cap = h->line_cap ? h->line_cap : 256;
+
+		while (cap < h->line_len + n + 1)
+			cap *= 2;
+		h->line = realloc(h->line, cap);
+		if (!h->line)
+			abort();
+		h->line_cap = cap;
+	}
+	memcpy(h->line + h->line_len, p, n);
+	h->line_len += n;
+	h->line[h->line_len] = '\0';
+}
+
+static void write_free(struct tfs_write *w)
+{
+	for (size_t i = 0; i < w->nlines; i++)
+		free(w->lines[i].text);
+	free(w->lines);
+	free(w->buf);
+	free(w);
+}
+
+/* The op is over: answer it, leave the queue, start the next one. */
+static void write_end(struct tfs_write *w)
+{
+	struct tfs_stream *s = w->h->stream;
+
+	list_del(&w->node);
+	write_free(w);
+	s->sending = false;
+	start_next(s);
+}
+
+static void write_succeeded(struct tfs_write *w)
+{
+	struct tfs_handle *h = w->h;
+
+	if (w->flush) {
+		if (w->nlines)
+			drop_line(h);
+		fuse_reply_err(w->req, 0);
+		return;
+	}
+	/* A newline ended the kept line; the bytes after the last newline
+	 * become the new kept line. */
+	keep_tail(h, w->buf + w->tail_off, w->size - w->tail_off,
+		  w->tail_off > 0);
+	h->jl = w->jl_after;
+	fuse_reply_write(w->req, w->size);
+}
+
+static void write_failed(struct tfs_write *w, const struct trigger_result *res)
+{
+	struct tfs_handle *h = w->h;
+	struct tfs_stream *s = h->stream;
+	int err = tfs_errno(res->code);
+
+	tfs_log(LOG_ERR, "run %s stream %s: send failed: %s (HTTP %ld: %s)%s",
+		s->run->id, s->name, trigger_strerror(res->code), res->status,
+		res->error, w->next ? "; the lines before it were sent" : "");
+	if (res->code == TRIGGER_E_RUN_FINISHED)
+		runs_finished(s->run, "a send was refused");
+	if (res->code == TRIGGER_E_EXPIRED)
+		tfs_log(LOG_ERR, "the access token expired at %lld (Unix time)",
+			(long long)trigger_cred_exp(tfs.cred));
+	if (w->flush) {
+		drop_line(h);
+		fuse_reply_err(w->req, err);
+	} else if (w->next == 0) {
+		fuse_reply_err(w->req, err);  /* nothing taken: kept line stays */
+	} else {
+		/* A short write: the accepted lines count, the error comes with
+		 * the next write. */
+		drop_line(h);
+		h->deferred_err = err;
+		fuse_reply_write(w->req, w->lines[w->next - 1].end);
+	}
+}
+
+static void send_next(struct tfs_write *w);
+
+static void send_done(void *arg, const struct trigger_result *res)
+{
+	struct tfs_write *w = arg;
+
+	pthread_mutex_lock(&tfs.lock);
+	if (res->code != TRIGGER_OK) {
+		write_failed(w, res);
+		write_end(w);
+	} else if (++w->next == w->nlines) {
+		write_succeeded(w);
+		write_end(w);
+	} else {
+		send_next(w);
+	}
+	pthread_mutex_unlock(&tfs.lock);
+}
+
+/* Called with tfs.lock held. */
+static void send_next(struct tfs_write *w)
+{
+	struct tfs_stream *s = w->h->stream;
+	struct line *l = &w->lines[w->next];
+	int rc = trigger_send(tfs.client, s->run->id, s->name, l->text, l->len,
+			      send_done, w);
+
+	if (rc) {
+		struct trigger_result res = { .code = rc };
+
+		snprintf(res.error, sizeof(res.error), "refused before sending");
+		write_failed(w, &res);
+		write_end(w);
+	}
+}
+
+/* Start a write or flush at the head of the queue. */
+static void start(struct tfs_write *w)
+{
+	struct tfs_handle *h = w->h;
+
+	if (h->deferred_err) {
+		fuse_reply_err(w->req, h->deferred_err);
+		h->deferred_err = 0;
+		write_end(w);
+		return;
+	}
+	if (w->flush) {
+		if (h->line_len && jsonline_end(&h->jl) == JSONLINE_COMPLETE)
+			add_line(w, h->line, h->line_len, "", 0, 0);
+		else if (jsonline_end(&h->jl) == JSONLINE_EMPTY)
+			drop_line(h);
+	} else if (split_write(w)) {
+		write_end(w);
+		return;
+	}
+	if (w->nlines == 0) {
+		write_succeeded(w);
+		write_end(w);
+		return;
+	}
+	send_next(w);
+}
+
+static void start_next(struct tfs_stream *s)
+{
+	if (s->sending || list_empty(&s->writes))
+		return;
+	s->sending = true;
+	start(list_entry(s->writes.next, struct tfs_write, node));
+}
+
+static void enqueue(struct tfs_write *w)
+{
+	struct tfs_stream *s = w->h->stream;
+
+	pthread_mutex_lock(&tfs.lock);
+	list_add_tail(&s->writes, &w->node);
+	start_next(s);
+	pthread_mutex_unlock(&tfs.lock);
+}
+
+static struct tfs_write *write_new(fuse_req_t req, struct tfs_handle *h)
+{
+	struct tfs_write *w = calloc(1, sizeof(*w));
+
+	if (!w)
+		abort();
+	w->req = req;
+	w->h = h;
+	list_init(&w->node);
+	return w;
+}
+
+void writer_write(fuse_req_t req, struct tfs_handle *h, const char *buf,
+		  size_t size)
+{
+	struct tfs_write *w = write_new(req, h);
+
+	w->buf = malloc(size ? size : 1);
+	if (!w->buf)
+		abort();
+	memcpy(w->buf, buf, size);
+	w->size = size;
+	enqueue(w);
+}
+
+void writer_flush(fuse_req_t req, struct tfs_handle *h)
+{
+	struct tfs_write *w = write_new(req, h);
+
+	w->flush = true;
+	enqueue(w);
+}
+
+/* Called with tfs.lock held, when the last reference to the open file is
+ * gone: there is nobody left to complete or to tell. */
+void writer_release(struct tfs_handle *h)
+{
+	if (h->line_len && jsonline_end(&h->jl) != JSONLINE_EMPTY)
+		tfs_log(LOG_WARNING, "run %s stream %s: dropped an incomplete line of %zu bytes at close (not one JSON value)",
+			h->stream->run->id, h->stream->name, h->line_len);
+	drop_line(h);
+}

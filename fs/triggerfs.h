@@ -1,0 +1,275 @@
+/*
+ * triggerfs: the daemon's shared state.  One mutex (tfs.lock) guards the
+ * tree, the streams, their logs and every parked request: the work under it
+ * is short (memcpy, list splices, fuse_reply_*), and one lock keeps the
+ * interplay of network callbacks, interrupts and deadlines easy to follow.
+ */
+#ifndef TRIGGERFS_H
+#define TRIGGERFS_H
+
+#define FUSE_USE_VERSION FUSE_MAKE_VERSION(3, 12)
+
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <sys/stat.h>
+
+#include "jsonline.h"
+#include "trigger.h"
+
+/* ---- intrusive doubly linked lists ------------------------------------- */
+
+struct list {
+	struct list *prev, *next;
+};
+
+#define LIST_INIT(l) { &(l), &(l) }
+#define list_entry(p, type, member) \
+	((type *)((char *)(p) - offsetof(type, member)))
+
+static inline void list_init(struct list *l) { l->prev = l->next = l; }
+static inline bool list_empty(const struct list *l) { return l->next == l; }
+
+static inline void list_add_tail(struct list *l, struct list *n)
+{
+	n->prev = l->prev;
+	n->next = l;
+	l->prev->next = n;
+	l->prev = n;
+}
+
+static inline void list_del(struct list *n)
+{
+	n->prev->next = n->next;
+	n->next->prev = n->prev;
+	n->prev = n->next = n;
+}
+
+/* ---- the tree --------------------------------------------------------- */
+
+enum node_kind {
+	NODE_ROOT = 1,
+	NODE_RUNS,
+	NODE_STATS,      /* .triggerfs-stats: hidden, for tests and benchmarks */
+	NODE_RUN,
+	NODE_INPUT_DIR,
+	NODE_LOG_DIR,
+	NODE_INPUT,
+	NODE_LOG,
+};
+
+#define TFS_ROOT_INO   1
+#define TFS_RUNS_INO   2
+#define TFS_STATS_INO  3
+#define TFS_STATS_NAME ".triggerfs-stats"
+
+struct tfs_run;
+struct tfs_stream;
+
+struct tfs_node {
+	fuse_ino_t ino;
+	enum node_kind kind;
+	struct tfs_run *run;        /* RUN, *_DIR, INPUT, LOG */
+	struct tfs_stream *stream;  /* INPUT, LOG */
+};
+
+enum run_state { RUN_UNKNOWN, RUN_CHECKING, RUN_EXISTS, RUN_MISSING };
+
+struct tfs_run {
+	char *id;
+	struct tfs_run *hnext;       /* hash chain */
+	enum run_state state;
+	double checked_at;           /* monotonic seconds */
+	bool finished;
+	bool polling;                /* a status request is in flight */
+	double polled_at;
+	struct list lookups;         /* struct tfs_lookup waiting for a check */
+	struct tfs_stream *streams;  /* singly linked, newest first */
+	size_t nstreams;
+	fuse_ino_t ino_dir, ino_input, ino_log;
+	struct list waiting;         /* in tfs.waited_runs while it has waiters */
+	size_t nwaiters;             /* parked reads on its streams */
+};
+
+/* A parked request: a read at the end of a stream, or an open waiting for
+ * the stream's subscription to catch up. */
+enum waiter_kind { WAIT_READ, WAIT_OPEN };
+
+struct tfs_waiter {
+	struct list snode;           /* in stream->waiters */
+	struct list dnode;           /* in tfs.deadlines[kind] */
+	enum waiter_kind kind;
+	fuse_req_t req;
+	struct tfs_stream *stream;
+	struct tfs_handle *handle;   /* READ */
+	off_t off;                   /* READ */
+	size_t size;                 /* READ */
+	struct fuse_file_info fi;    /* OPEN: replied with fuse_reply_open */
+	double deadline;             /* 0: none */
+};
+
+/* One subscription's context: outlives trigger_unsubscribe until CLOSED. */
+struct tfs_subctx {
+	struct tfs_stream *stream;
+	trigger_sub *sub;
+	bool active;
+};
+
+struct tfs_stream {
+	char *name;
+	struct tfs_run *run;
+	struct tfs_stream *next;
+	fuse_ino_t ino_input, ino_log;
+	bool listed;                 /* used through the mount: in readdir */
+
+	/* the log: every record as one line of JSON, append-only */
+	char *data;
+	size_t len, cap;
+	long long last_seq;          /* -1: none */
+	size_t nrecords;
+
+	/* the subscription shared by every reader */
+	struct tfs_subctx *sub;
+	int readers;                 /* open handles that read */
+	bool caught_up;
+	trigger_code sub_error;      /* the subscription gave up with this */
+	struct list waiters;         /* struct tfs_waiter */
+	struct list pollers;         /* struct tfs_handle with a poll handle */
+
+	/* -o waitpoints */
+	bool waitpoint_pending;
+
+	/* writes go out one at a time, in order */
+	struct list writes;          /* struct tfs_write queued */
+	bool sending;
+};
+
+/* An open file. */
+struct tfs_handle {
+	enum node_kind kind;         /* INPUT, LOG or STATS */
+	struct tfs_stream *stream;
+	bool can_read, can_write;
+	off_t pos;                   /* end of the last read: poll's position */
+	struct fuse_pollhandle *ph;
+	struct list pnode;           /* in stream->pollers while ph is set */
+
+	/* write side: the line not yet ended by '\n' */
+	char *line;
+	size_t line_len, line_cap;
+	struct jsonline jl;
+	bool discarding;             /* skipping the rest of an oversize line */
+	int deferred_err;            /* errno to report on the next write */
+
+	char *text;                  /* STATS: the snapshot */
+	size_t text_len;
+};
+
+/* ---- options and global state ----------------------------------------- */
+
+struct tfs_options {
+	char *api_url;
+	char *token_file;
+	char *secret_key_file;
+	char *timeout;
+	char *send_timeout;
+	int waitpoints;
+	int insecure_http;
+	int show_help;
+	int show_version;
+};
+
+struct tfs {
+	pthread_mutex_t lock;
+	struct fuse_session *se;
+	trigger_client *client;
+	trigger_cred *cred;
+	uid_t uid;
+	gid_t gid;
+	double read_timeout;         /* -o timeout=, seconds; 0: none */
+	double park_limit;           /* kernel request timeout guard; 0: none */
+	double open_timeout;         /* how long an open waits to catch up */
+	bool waitpoints;
+	bool shutting_down;
+	size_t parked[2];            /* by waiter_kind */
+	struct list deadlines[2];    /* by waiter_kind, deadline order */
+	struct list waited_runs;     /* runs with parked reads */
+	size_t open_handles;
+	size_t streams;
+	size_t subscriptions;
+	char *mountpoint;
+};
+
+extern struct tfs tfs;
+
+/* log.c */
+void tfs_log_init(bool foreground, bool debug);
+void tfs_log(int priority, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void tfs_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* errmap.c: the one table from API outcomes to errno */
+int tfs_errno(trigger_code code);
+
+/* util */
+double tfs_now(void);
+
+/* tree.c */
+struct tfs_node *tree_node(fuse_ino_t ino);
+fuse_ino_t tree_new_node(enum node_kind kind, struct tfs_run *run,
+			 struct tfs_stream *stream);
+struct tfs_run *tree_run(const char *id, bool create);
+struct tfs_stream *tree_stream(struct tfs_run *run, const char *name,
+			       bool create);
+bool tree_valid_name(const char *name);
+void tree_attr(const struct tfs_node *node, struct stat *st);
+void tree_for_each_run(void (*fn)(struct tfs_run *run, void *arg), void *arg);
+
+/* A directory's entries, snapshot at opendir. */
+struct tfs_dirlist {
+	char **names;
+	size_t n, cap;
+};
+
+void dirlist_add(struct tfs_dirlist *dl, const char *name);
+bool dirlist_has(const struct tfs_dirlist *dl, const char *name);
+void dirlist_free(struct tfs_dirlist *dl);
+void dirlist_reply(fuse_req_t req, const struct tfs_dirlist *dl, size_t size,
+		   off_t off);
+
+/* runs.c */
+void runs_lookup(fuse_req_t req, const char *id);
+void runs_opendir(fuse_req_t req, struct fuse_file_info *fi);
+void runs_finished(struct tfs_run *run, const char *why);
+void runs_poll_waited(void);
+void runs_add_waiter(struct tfs_run *run);
+void runs_del_waiter(struct tfs_run *run);
+
+/* stream.c */
+void stream_open(fuse_req_t req, struct tfs_stream *s, enum node_kind kind,
+		 struct fuse_file_info *fi);
+void stream_read(fuse_req_t req, struct tfs_handle *h, size_t size, off_t off,
+		 int flags);
+void stream_poll(fuse_req_t req, struct tfs_handle *h,
+		 struct fuse_pollhandle *ph);
+void stream_release(struct tfs_handle *h);
+void stream_free_handle(struct tfs_handle *h);
+void stream_run_finished(struct tfs_stream *s);
+void stream_expire(double now);
+void stream_shutdown(void);
+void stream_waitpoint(struct tfs_stream *s);
+
+/* writer.c */
+void writer_write(fuse_req_t req, struct tfs_handle *h, const char *buf,
+		  size_t size);
+void writer_flush(fuse_req_t req, struct tfs_handle *h);
+void writer_release(struct tfs_handle *h);
+
+/* watch.c */
+int watch_start(void);
+void watch_stop(void);
+
+/* ops.c */
+extern const struct fuse_lowlevel_ops tfs_ops;
+char *tfs_stats_json(size_t *len);
+
+#endif
