@@ -1,1 +1,770 @@
-/* placeholder */
+/*
+ * Requests on the event thread: the credential for each attempt (a secret
+ * key is sent only to the claims endpoint; everything else carries a JWT
+ * minted for exactly its scopes and cached), attempts retried with backoff
+ * until the request's deadline, one send at a time per (run, stream) so
+ * they are stored in the order submitted, and the public request
+ * functions, which build everything on the caller's thread.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cred.h"
+#include "http.h"
+#include "url.h"
+
+#define JWT_LIFETIME_S 300
+#define JWT_RENEW_S 60          /* re-mint when less than this remains */
+
+struct sendq {                  /* sends waiting on one (run, stream) */
+	struct tc_map_node node;        /* key: the head's URL */
+	struct tc_req *head, *tail;
+};
+
+struct tc_req {
+	struct tc_cmd cmd;
+	struct tc_link link;            /* c->reqs while live */
+	trigger_client *c;
+	struct tc_xfer xfer;
+	struct tc_timer timer;          /* backoff, or our turn in a sendq */
+	struct tc_waiter wait;          /* for the claims */
+	struct sendq *q;
+	struct tc_req *qnext;
+	int post, is_send, is_claims, reserved, overflow;
+	char *url, *body;
+	size_t body_len;
+	char *scopes[2];
+	size_t nscopes;
+	long timeout_ms;
+	int64_t deadline, backoff;      /* deadline counts from our turn */
+	char idem[33];                  /* x-trigger-request-idempotency-key */
+	char *resp;
+	size_t resp_len, resp_cap;
+	trigger_done_fn done;
+	void *arg;
+};
+
+struct jwt_entry {
+	struct tc_map_node node;
+	char *key;                      /* the scopes, '\n'-joined */
+	char *line;                     /* "Authorization: Bearer <jwt>" */
+	int64_t exp;
+};
+
+static void req_attempt(struct tc_req *r);
+static void req_finish(struct tc_req *r, const struct trigger_result *res);
+
+static void req_fail(struct tc_req *r, trigger_code code, const char *msg)
+{
+	struct trigger_result res = { .code = code };
+
+	snprintf(res.error, sizeof(res.error), "%s", msg);
+	req_finish(r, &res);
+}
+
+/* ---- credentials ------------------------------------------------------- */
+
+static void jwt_entry_free(struct tc_map_node *n)
+{
+	struct jwt_entry *e = tc_container_of(n, struct jwt_entry, node);
+
+	free(e->key);
+	free(e->line);
+	free(e);
+}
+
+static int jwt_stale(struct tc_map_node *n, void *now)
+{
+	struct jwt_entry *e = tc_container_of(n, struct jwt_entry, node);
+
+	if (e->exp - *(int64_t *)now > JWT_RENEW_S)
+		return 0;
+	jwt_entry_free(n);
+	return 1;
+}
+
+/* Tokens of runs no longer used expire; drop them as the cache doubles. */
+static void jwt_sweep(struct tc_auth *a, int64_t now)
+{
+	if (a->jwts.n < a->sweep_at)
+		return;
+	tc_map_sweep(&a->jwts, jwt_stale, &now);
+	a->sweep_at = a->jwts.n * 2 > 64 ? a->jwts.n * 2 : 64;
+}
+
+static char *scopes_key(char *const *scopes, size_t n)
+{
+	size_t len = 1;
+	char *key, *p;
+
+	for (size_t i = 0; i < n; i++)
+		len += strlen(scopes[i]) + 1;
+	key = p = malloc(len);
+	if (!key)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		p = stpcpy(stpcpy(p, scopes[i]), "\n");
+	*p = '\0';
+	return key;
+}
+
+static struct jwt_entry *jwt_entry_new(struct tc_auth *a, char *key)
+{
+	struct jwt_entry *e = calloc(1, sizeof(*e));
+
+	if (!e)
+		return NULL;
+	e->key = key;
+	e->node.key = key;
+	if (tc_map_add(&a->jwts, &e->node)) {
+		free(e);
+		return NULL;
+	}
+	return e;
+}
+
+/* A token for these scopes with at least JWT_RENEW_S to live. */
+static const char *jwt_line(trigger_client *c, char *const *scopes, size_t n)
+{
+	struct tc_auth *a = &c->auth;
+	int64_t now = tc_wall_s();
+	char *key = scopes_key(scopes, n), *jwt, *line = NULL;
+	struct tc_map_node *node = key ? tc_map_find(&a->jwts, key) : NULL;
+	struct jwt_entry *e = node ? tc_container_of(node, struct jwt_entry, node) : NULL;
+
+	if (e && e->exp - now > JWT_RENEW_S) {
+		free(key);
+		return e->line;
+	}
+	jwt = key ? trigger_jwt_mint(trigger_cred_text(c->cred), a->sub,
+				     (const char *const *)scopes, n, now,
+				     now + JWT_LIFETIME_S) : NULL;
+	if (jwt && asprintf(&line, "Authorization: Bearer %s", jwt) < 0)
+		line = NULL;
+	free(jwt);
+	if (line && !e) {
+		jwt_sweep(a, now);
+		e = jwt_entry_new(a, key);
+		key = e ? NULL : key;
+	}
+	free(key);
+	if (!line || !e) {
+		free(line);
+		return NULL;
+	}
+	free(e->line);
+	e->line = line;
+	e->exp = now + JWT_LIFETIME_S;
+	return line;
+}
+
+int tc_cred_check(const trigger_client *c, const char *action,
+		  const char *type, const char *id)
+{
+	int64_t exp;
+
+	if (trigger_cred_is_secret(c->cred))
+		return 0;
+	exp = trigger_cred_exp(c->cred);
+	if (exp && exp <= tc_wall_s())
+		return TRIGGER_E_EXPIRED;
+	if (action && !trigger_cred_allows(c->cred, action, type, id))
+		return TRIGGER_E_FORBIDDEN;
+	return 0;
+}
+
+static struct tc_req *req_alloc(trigger_client *c, int post,
+				trigger_done_fn done, void *arg,
+				long timeout_ms);
+static void req_activate(trigger_client *c, struct tc_req *r);
+
+/* The claims answer (or its failure) releases everyone waiting for it. */
+static void claims_done(void *arg, const struct trigger_result *res)
+{
+	trigger_client *c = arg;
+	struct tc_waiter *w = c->auth.waiters, *next;
+	const char *sub = json_string_value(json_object_get(res->body, "sub"));
+	struct trigger_result bad;
+
+	c->auth.fetching = 0;
+	c->auth.waiters = NULL;
+	if (res->code == TRIGGER_OK) {
+		bad = *res;
+		c->auth.sub = sub ? strdup(sub) : NULL;
+		if (!c->auth.sub)
+			tc_result_set(&bad, sub ? TRIGGER_E_NOMEM :
+				      TRIGGER_E_PROTOCOL, "%s", sub ?
+				      "out of memory" : "claims without \"sub\"");
+		res = &bad;
+	}
+	for (; w; w = next) {
+		next = w->next;
+		w->fn(w, c->auth.sub ? NULL : res);
+	}
+}
+
+static void claims_start(trigger_client *c)
+{
+	struct tc_req *r = req_alloc(c, 1, claims_done, c, c->request_timeout_ms);
+	struct trigger_result res = { .code = TRIGGER_E_NOMEM };
+
+	if (r && asprintf(&r->url, "%s/api/v1/auth/jwt/claims", c->url) < 0)
+		r->url = NULL;
+	if (!r || !r->url) {
+		free(r);
+		snprintf(res.error, sizeof(res.error), "out of memory");
+		claims_done(c, &res);
+		return;
+	}
+	r->is_claims = 1;
+	c->auth.fetching = 1;
+	req_activate(c, r);
+}
+
+int tc_auth_line(trigger_client *c, char *const *scopes, size_t n,
+		 const char **line, struct tc_waiter *w,
+		 struct trigger_result *res)
+{
+	memset(res, 0, sizeof(*res));
+	if (!trigger_cred_is_secret(c->cred)) {
+		if (tc_cred_check(c, NULL, NULL, NULL)) {
+			tc_result_set(res, TRIGGER_E_EXPIRED, "access token "
+				      "expired at %lld (Unix time)",
+				      (long long)trigger_cred_exp(c->cred));
+			return TRIGGER_E_EXPIRED;
+		}
+		*line = c->auth.key_line;
+		return 0;
+	}
+	if (!c->auth.sub) {
+		w->next = c->auth.waiters;
+		c->auth.waiters = w;
+		if (!c->auth.fetching)
+			claims_start(c);
+		return TC_AUTH_PENDING;
+	}
+	*line = jwt_line(c, scopes, n);
+	if (*line)
+		return 0;
+	tc_result_set(res, TRIGGER_E_NOMEM, "cannot mint an access token");
+	return TRIGGER_E_NOMEM;
+}
+
+void tc_auth_cancel(trigger_client *c, struct tc_waiter *w)
+{
+	for (struct tc_waiter **p = &c->auth.waiters; *p; p = &(*p)->next)
+		if (*p == w) {
+			*p = w->next;
+			return;
+		}
+}
+
+/* ---- send order -------------------------------------------------------- */
+
+/* Returns whether r is at the head (may start), or -1 without memory. */
+static int sendq_push(trigger_client *c, struct tc_req *r)
+{
+	struct tc_map_node *n = tc_map_find(&c->sendqs, r->url);
+	struct sendq *q;
+
+	if (n) {
+		q = tc_container_of(n, struct sendq, node);
+		q->tail->qnext = r;
+		q->tail = r;
+		r->q = q;
+		return 0;
+	}
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return -1;
+	q->node.key = r->url;
+	if (tc_map_add(&c->sendqs, &q->node)) {
+		free(q);
+		return -1;
+	}
+	q->head = q->tail = r;
+	r->q = q;
+	return 1;
+}
+
+static void sendq_remove(trigger_client *c, struct tc_req *r)
+{
+	struct sendq *q = r->q;
+	struct tc_req **p = &q->head, *prev = NULL;
+	int was_head = q->head == r;
+
+	while (*p != r) {
+		prev = *p;
+		p = &prev->qnext;
+	}
+	*p = r->qnext;
+	if (q->tail == r)
+		q->tail = prev;
+	r->q = NULL;
+	if (!q->head) {
+		tc_map_del(&c->sendqs, &q->node);
+		free(q);
+		return;
+	}
+	q->node.key = q->head->url;     /* same text, the owner changes */
+	if (was_head && !c->down) {     /* its turn, from the timer: no recursion */
+		q->head->deadline = tc_now_ms() + q->head->timeout_ms;
+		tc_timer_arm(c, &q->head->timer, tc_now_ms());
+	}
+}
+
+/* ---- one request ------------------------------------------------------- */
+
+static void req_free(trigger_client *c, struct tc_req *r)
+{
+	tc_xfer_clear(&r->xfer);
+	if (r->reserved)
+		tc_timer_unreserve(c);
+	for (size_t i = 0; i < r->nscopes; i++)
+		free(r->scopes[i]);
+	free(r->url);
+	free(r->body);
+	free(r->resp);
+	free(r);
+}
+
+static void req_finish(struct tc_req *r, const struct trigger_result *res)
+{
+	trigger_client *c = r->c;
+
+	tc_link_del(&r->link);
+	if (r->q)
+		sendq_remove(c, r);
+	r->done(r->arg, res);
+	req_free(c, r);
+}
+
+static int req_data(struct tc_xfer *x, const char *buf, size_t len)
+{
+	struct tc_req *r = tc_container_of(x, struct tc_req, xfer);
+	size_t need = r->resp_len + len + 1;
+
+	if (need > TC_BODY_MAX) {
+		r->overflow = 1;
+		return 1;
+	}
+	if (need > r->resp_cap) {
+		size_t cap = r->resp_cap ? r->resp_cap : 1024;
+		char *p;
+
+		while (cap < need)
+			cap *= 2;
+		p = realloc(r->resp, cap);
+		if (!p) {
+			r->overflow = 1;
+			return 1;
+		}
+		r->resp = p;
+		r->resp_cap = cap;
+	}
+	memcpy(r->resp + r->resp_len, buf, len);
+	r->resp_len += len;
+	return 0;
+}
+
+static void req_xfer_done(struct tc_xfer *x, CURLcode rc)
+{
+	struct tc_req *r = tc_container_of(x, struct tc_req, xfer);
+	trigger_client *c = r->c;
+	struct trigger_result res;
+	json_t *body;
+
+	tc_result_fill(&res, x, rc, r->resp, r->resp_len, &body);
+	if (r->overflow) {
+		res.status = x->status;
+		tc_result_set(&res, TRIGGER_E_PROTOCOL, "answer over %zu bytes "
+			      "or out of memory", TC_BODY_MAX);
+	} else if (tc_retryable(rc, res.status) && !c->down) {
+		int64_t now = tc_now_ms(), delay = tc_backoff(c, &r->backoff);
+
+		if (now + delay < r->deadline) {
+			json_decref(body);
+			tc_timer_arm(c, &r->timer, now + delay);
+			return;
+		}
+	}
+	req_finish(r, &res);
+	json_decref(body);
+}
+
+static const struct tc_xfer_ops req_ops = {
+	.data = req_data,
+	.done = req_xfer_done,
+};
+
+static void req_attempt(struct tc_req *r)
+{
+	trigger_client *c = r->c;
+	struct tc_xfer_spec s = {
+		.url = r->url, .post = r->post,
+		.body = r->body, .body_len = r->body_len,
+	};
+	struct trigger_result res;
+	const char *line = c->auth.key_line;
+	int64_t left;
+	int rc = 0;
+
+	if (!r->is_claims)
+		rc = tc_auth_line(c, r->scopes, r->nscopes, &line, &r->wait, &res);
+	if (rc == TC_AUTH_PENDING)
+		return;
+	if (rc) {
+		req_finish(r, &res);
+		return;
+	}
+	s.hdrs = tc_headers(line, "application/json", r->post);
+	if (s.hdrs && r->idem[0])
+		s.hdrs = tc_header_add(s.hdrs, "x-trigger-request-idempotency-key:"
+				       " %s", r->idem);
+	left = r->deadline - tc_now_ms();
+	s.timeout_ms = left > 1 ? left : 1;     /* an attempt ends by the deadline */
+	r->resp_len = 0;
+	r->overflow = 0;
+	if (tc_xfer_start(c, &r->xfer, &s))
+		req_fail(r, TRIGGER_E_NOMEM, "out of memory");
+}
+
+static void req_on_timer(struct tc_timer *t)
+{
+	req_attempt(tc_container_of(t, struct tc_req, timer));
+}
+
+static void req_on_auth(struct tc_waiter *w, const struct trigger_result *fail)
+{
+	struct tc_req *r = tc_container_of(w, struct tc_req, wait);
+
+	if (fail)
+		req_finish(r, fail);
+	else
+		req_attempt(r);
+}
+
+static void req_activate(trigger_client *c, struct tc_req *r)
+{
+	int head = 1;
+
+	tc_link_add_tail(&c->reqs, &r->link);
+	if (tc_timer_reserve(c)) {
+		req_fail(r, TRIGGER_E_NOMEM, "out of memory");
+		return;
+	}
+	r->reserved = 1;
+	if (r->post && !r->is_claims)
+		tc_random_hex(c, r->idem, 32);
+	r->deadline = tc_now_ms() + r->timeout_ms;
+	if (r->is_send)
+		head = sendq_push(c, r);
+	if (head < 0)
+		req_fail(r, TRIGGER_E_NOMEM, "out of memory");
+	else if (head)
+		req_attempt(r);
+}
+
+static void req_cmd(trigger_client *c, struct tc_cmd *cmd)
+{
+	struct tc_req *r = tc_container_of(cmd, struct tc_req, cmd);
+
+	if (c->down)
+		req_fail(r, TRIGGER_E_CANCELLED, "the client shut down");
+	else
+		req_activate(c, r);
+}
+
+static struct tc_req *req_alloc(trigger_client *c, int post,
+				trigger_done_fn done, void *arg,
+				long timeout_ms)
+{
+	struct tc_req *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return NULL;
+	r->c = c;
+	r->post = post;
+	r->done = done;
+	r->arg = arg;
+	r->timeout_ms = timeout_ms;
+	r->cmd.fn = req_cmd;
+	r->xfer.ops = &req_ops;
+	r->timer.fn = req_on_timer;
+	r->wait.fn = req_on_auth;
+	tc_link_init(&r->link);
+	return r;
+}
+
+void tc_api_shutdown(trigger_client *c)
+{
+	while (c->reqs.next != &c->reqs) {
+		struct tc_req *r = tc_container_of(c->reqs.next, struct tc_req, link);
+
+		tc_xfer_stop(c, &r->xfer);
+		tc_timer_cancel(c, &r->timer);
+		tc_auth_cancel(c, &r->wait);
+		req_fail(r, TRIGGER_E_CANCELLED, "the client shut down");
+	}
+}
+
+static void sendq_free(struct tc_map_node *n)
+{
+	free(tc_container_of(n, struct sendq, node));
+}
+
+void tc_api_destroy(trigger_client *c)
+{
+	tc_map_destroy(&c->auth.jwts, jwt_entry_free);
+	tc_map_destroy(&c->sendqs, sendq_free);
+	free(c->auth.sub);
+	free(c->auth.key_line);
+}
+
+/* ---- building requests (caller's thread) ------------------------------- */
+
+static int valid_id(const char *s)
+{
+	return s && *s;
+}
+
+/* "<base><fmt with %s for each escaped segment>" */
+static char *url_with(trigger_client *c, const char *fmt, const char *a,
+		      const char *b)
+{
+	char *ea = url_escape_segment(a), *eb = b ? url_escape_segment(b) : NULL;
+	char *path = NULL, *url = NULL;
+
+	if (ea && (!b || eb) && asprintf(&path, fmt, ea, eb) >= 0 &&
+	    asprintf(&url, "%s%s", c->url, path) < 0)
+		url = NULL;
+	free(ea);
+	free(eb);
+	free(path);
+	return url;
+}
+
+char *tc_stream_url(trigger_client *c, const char *run, const char *stream)
+{
+	return url_with(c, "/realtime/v1/streams/%s/input/%s", run, stream);
+}
+
+static void set_scope(struct tc_req *r, const char *prefix, const char *id)
+{
+	if (asprintf(&r->scopes[r->nscopes], "%s%s", prefix, id ? id : "") < 0)
+		r->scopes[r->nscopes] = NULL;
+	r->nscopes++;
+}
+
+/* What a per-run request's JWT may do. */
+static void run_scopes(struct tc_req *r, const char *run)
+{
+	set_scope(r, "read:runs:", run);
+	set_scope(r, "write:inputStreams:", run);
+}
+
+/* Hands r to the event thread, or frees it when building failed. */
+static int req_submit(struct tc_req *r)
+{
+	int ok = r->url && (!r->post || r->body || r->is_claims);
+
+	for (size_t i = 0; i < r->nscopes; i++)
+		ok = ok && r->scopes[i];
+	if (!ok) {
+		req_free(r->c, r);
+		return TRIGGER_E_NOMEM;
+	}
+	tc_post(r->c, &r->cmd);
+	return 0;
+}
+
+static char *json_body(json_t *obj)
+{
+	char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+
+	json_decref(obj);
+	return s;
+}
+
+int trigger_send(trigger_client *c, const char *run_id, const char *stream_id,
+		 const char *json, size_t len, trigger_done_fn done, void *arg)
+{
+	static const char pre[] = "{\"data\":";
+	struct tc_req *r;
+	int rc;
+
+	if (!c || !valid_id(run_id) || !valid_id(stream_id) || !json || !len ||
+	    !done)
+		return TRIGGER_E_INVALID;
+	if (len > TC_SEND_MAX - sizeof(pre))    /* pre + json + '}' */
+		return TRIGGER_E_TOO_LARGE;
+	rc = tc_cred_check(c, "write", "inputStreams", run_id);
+	if (rc)
+		return rc;
+	r = req_alloc(c, 1, done, arg, c->send_timeout_ms);
+	if (!r)
+		return TRIGGER_E_NOMEM;
+	r->is_send = 1;
+	r->url = tc_stream_url(c, run_id, stream_id);
+	r->body = malloc(sizeof(pre) + len + 1);
+	if (r->body) {
+		memcpy(r->body, pre, sizeof(pre) - 1);
+		memcpy(r->body + sizeof(pre) - 1, json, len);
+		r->body[sizeof(pre) - 1 + len] = '}';
+		r->body_len = sizeof(pre) + len;
+	}
+	run_scopes(r, run_id);
+	return req_submit(r);
+}
+
+int trigger_run_get(trigger_client *c, const char *run_id,
+		    trigger_done_fn done, void *arg)
+{
+	struct tc_req *r;
+	int rc;
+
+	if (!c || !valid_id(run_id) || !done)
+		return TRIGGER_E_INVALID;
+	rc = tc_cred_check(c, NULL, NULL, NULL);
+	if (rc)
+		return rc;
+	r = req_alloc(c, 0, done, arg, c->request_timeout_ms);
+	if (!r)
+		return TRIGGER_E_NOMEM;
+	r->url = url_with(c, "/api/v3/runs/%s", run_id, NULL);
+	run_scopes(r, run_id);
+	return req_submit(r);
+}
+
+static char *list_url(trigger_client *c, const char *status, int size,
+		      const char *after)
+{
+	char *es = status ? url_escape_segment(status) : NULL;
+	char *ea = after ? url_escape_segment(after) : NULL;
+	char *url = NULL;
+
+	if ((!status || es) && (!after || ea) &&
+	    asprintf(&url, "%s/api/v1/runs?page%%5Bsize%%5D=%d%s%s%s%s", c->url,
+		     size > 0 ? size : 25,
+		     es ? "&filter%5Bstatus%5D=" : "", es ? es : "",
+		     ea ? "&page%5Bafter%5D=" : "", ea ? ea : "") < 0)
+		url = NULL;
+	free(es);
+	free(ea);
+	return url;
+}
+
+int trigger_runs_list(trigger_client *c, const char *status_filter,
+		      int page_size, const char *after,
+		      trigger_done_fn done, void *arg)
+{
+	struct tc_req *r;
+	int rc;
+
+	if (!c || !done)
+		return TRIGGER_E_INVALID;
+	rc = tc_cred_check(c, NULL, NULL, NULL);
+	if (rc)
+		return rc;
+	r = req_alloc(c, 0, done, arg, c->request_timeout_ms);
+	if (!r)
+		return TRIGGER_E_NOMEM;
+	r->url = list_url(c, status_filter, page_size, after);
+	set_scope(r, "read:runs", NULL);
+	return req_submit(r);
+}
+
+int trigger_wait_create(trigger_client *c, const char *run_id,
+			const char *stream_id, const char *timeout,
+			long long last_seq, trigger_done_fn done, void *arg)
+{
+	struct tc_req *r;
+	json_t *o;
+	int rc;
+
+	if (!c || !valid_id(run_id) || !valid_id(stream_id) || !done)
+		return TRIGGER_E_INVALID;
+	rc = tc_cred_check(c, "write", "inputStreams", run_id);
+	if (rc)
+		return rc;
+	r = req_alloc(c, 1, done, arg, c->request_timeout_ms);
+	if (!r)
+		return TRIGGER_E_NOMEM;
+	r->url = url_with(c, "/api/v1/runs/%s/input-streams/wait", run_id, NULL);
+	o = json_pack("{s:s}", "streamId", stream_id);
+	if (o && timeout)
+		json_object_set_new(o, "timeout", json_string(timeout));
+	if (o && last_seq >= 0)
+		json_object_set_new(o, "lastSeqNum", json_integer(last_seq));
+	r->body = json_body(o);
+	r->body_len = r->body ? strlen(r->body) : 0;
+	run_scopes(r, run_id);
+	return req_submit(r);
+}
+
+int trigger_waitpoint_get(trigger_client *c, const char *waitpoint_id,
+			  trigger_done_fn done, void *arg)
+{
+	struct tc_req *r;
+	int rc;
+
+	if (!c || !valid_id(waitpoint_id) || !done)
+		return TRIGGER_E_INVALID;
+	rc = tc_cred_check(c, NULL, NULL, NULL);
+	if (rc)
+		return rc;
+	r = req_alloc(c, 0, done, arg, c->request_timeout_ms);
+	if (!r)
+		return TRIGGER_E_NOMEM;
+	r->url = url_with(c, "/api/v1/waitpoints/tokens/%s", waitpoint_id, NULL);
+	set_scope(r, "read:waitpoints:", waitpoint_id);
+	return req_submit(r);
+}
+
+int trigger_task_trigger(trigger_client *c, const char *task_id,
+			 const char *payload_json, trigger_done_fn done,
+			 void *arg)
+{
+	json_t *payload = json_loads(payload_json ? payload_json : "null",
+				     JSON_DECODE_ANY, NULL);
+	struct tc_req *r;
+	int rc;
+
+	if (!c || !valid_id(task_id) || !done || !payload) {
+		json_decref(payload);
+		return TRIGGER_E_INVALID;
+	}
+	rc = tc_cred_check(c, "write", "tasks", task_id);
+	r = rc ? NULL : req_alloc(c, 1, done, arg, c->request_timeout_ms);
+	if (!r) {
+		json_decref(payload);
+		return rc ? rc : TRIGGER_E_NOMEM;
+	}
+	r->url = url_with(c, "/api/v1/tasks/%s/trigger", task_id, NULL);
+	r->body = json_body(json_pack("{s:o}", "payload", payload));
+	r->body_len = r->body ? strlen(r->body) : 0;
+	set_scope(r, "write:tasks:", task_id);
+	return req_submit(r);
+}
+
+int trigger_run_cancel(trigger_client *c, const char *run_id,
+		       trigger_done_fn done, void *arg)
+{
+	struct tc_req *r;
+	int rc;
+
+	if (!c || !valid_id(run_id) || !done)
+		return TRIGGER_E_INVALID;
+	rc = tc_cred_check(c, NULL, NULL, NULL);
+	if (rc)
+		return rc;
+	r = req_alloc(c, 1, done, arg, c->request_timeout_ms);
+	if (!r)
+		return TRIGGER_E_NOMEM;
+	r->url = url_with(c, "/api/v2/runs/%s/cancel", run_id, NULL);
+	r->body = strdup("{}");
+	r->body_len = 2;
+	set_scope(r, "write:runs:", run_id);
+	return req_submit(r);
+}

@@ -1,0 +1,231 @@
+/*
+ * Inside libtriggerclient: the client object, its event thread (epoll and
+ * libcurl's socket API), timers, the submission queue, single HTTP
+ * transfers and the mapping of answers to trigger_code.  api.c builds
+ * requests (credentials, retries, send order) on top of this, subscribe.c
+ * the SSE subscriptions.
+ *
+ * Threads: tc_post*() and tc_now_ms() may be called from any thread;
+ * everything else runs on the event thread only, so the state it touches
+ * needs no lock.
+ */
+#ifndef TRIGGER_HTTP_H
+#define TRIGGER_HTTP_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <curl/curl.h>
+#include "trigger.h"
+
+#define TC_BODY_MAX ((size_t)16 << 20)  /* bound on any answer we buffer */
+#define TC_SEND_MAX ((size_t)1 << 20)   /* the API's limit per send request */
+#define TC_CONNECT_TIMEOUT_MS 10000
+
+#define tc_container_of(ptr, type, member) \
+	((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+int64_t tc_now_ms(void);        /* CLOCK_MONOTONIC */
+int64_t tc_wall_s(void);        /* Unix time, for JWT iat/exp */
+
+/* ---- intrusive helpers ---------------------------------------------- */
+
+/* Circular doubly linked list; a node pointing to itself is unlinked. */
+struct tc_link {
+	struct tc_link *prev, *next;
+};
+
+void tc_link_init(struct tc_link *l);
+void tc_link_add_tail(struct tc_link *head, struct tc_link *l);
+void tc_link_del(struct tc_link *l);
+
+/* String-keyed hash map of caller-owned nodes. */
+struct tc_map_node {
+	struct tc_map_node *next;
+	uint64_t hash;
+	const char *key;        /* owned by the node's container */
+};
+
+struct tc_map {
+	struct tc_map_node **b;
+	size_t nb, n;
+};
+
+struct tc_map_node *tc_map_find(const struct tc_map *m, const char *key);
+int tc_map_add(struct tc_map *m, struct tc_map_node *node);
+void tc_map_del(struct tc_map *m, struct tc_map_node *node);
+/* Unlinks every node for which drop() returns non-zero (drop may free it). */
+void tc_map_sweep(struct tc_map *m, int (*drop)(struct tc_map_node *, void *),
+		  void *arg);
+void tc_map_destroy(struct tc_map *m, void (*free_node)(struct tc_map_node *));
+
+/* ---- commands, timers ------------------------------------------------ */
+
+/* Work handed to the event thread.  Embedded in the object it concerns. */
+struct tc_cmd {
+	struct tc_cmd *next;
+	void (*fn)(trigger_client *c, struct tc_cmd *cmd);
+};
+
+/* Any thread.  Queues cmd and wakes the event thread. */
+void tc_post(trigger_client *c, struct tc_cmd *cmd);
+/* Any thread.  Queues cmd only the first time *flag is seen clear (under
+ * the queue lock), then sets it.  Returns whether it queued. */
+int tc_post_once(trigger_client *c, struct tc_cmd *cmd, int *flag);
+/* Sets *flag under the queue lock; returns whether it was clear. */
+int tc_claim_flag(trigger_client *c, int *flag);
+
+/* One timer per object: each object reserves its heap slot when it
+ * becomes live, so arming never allocates (and never fails). */
+struct tc_timer {
+	int64_t at;
+	size_t slot;            /* heap index + 1; 0 when not armed */
+	void (*fn)(struct tc_timer *t);
+};
+
+int tc_timer_reserve(trigger_client *c);        /* 0, or -1 without memory */
+void tc_timer_unreserve(trigger_client *c);
+void tc_timer_arm(trigger_client *c, struct tc_timer *t, int64_t at);
+void tc_timer_cancel(trigger_client *c, struct tc_timer *t);
+
+/* Next exponential backoff delay: *b runs 100 ms doubling to 5 s; the
+ * delay returned is *b with ±50 % jitter. */
+int64_t tc_backoff(trigger_client *c, int64_t *b);
+void tc_random_hex(trigger_client *c, char *out, size_t nhex);
+
+/* ---- transfers ------------------------------------------------------- */
+
+struct tc_xfer;
+
+struct tc_xfer_ops {
+	/* The final response's headers are in (status >= 200).  Optional. */
+	void (*headers)(struct tc_xfer *x, long status);
+	/* Body bytes; non-zero aborts the transfer (done gets
+	 * CURLE_WRITE_ERROR).  Must not call tc_xfer_* itself. */
+	int (*data)(struct tc_xfer *x, const char *buf, size_t len);
+	/* The transfer is over and its handle released; may start another. */
+	void (*done)(struct tc_xfer *x, CURLcode rc);
+};
+
+struct tc_xfer {
+	const struct tc_xfer_ops *ops;
+	CURL *easy;             /* NULL when idle */
+	struct curl_slist *hdrs;
+	long status;
+	char *jwt;              /* x-trigger-jwt of the answer, or NULL */
+	char errbuf[CURL_ERROR_SIZE];
+};
+
+struct tc_xfer_spec {
+	const char *url;
+	int post;
+	const char *body;       /* must outlive the transfer */
+	size_t body_len;
+	struct curl_slist *hdrs;        /* handed over, freed by the xfer */
+	long timeout_ms;        /* whole transfer; 0: none */
+};
+
+/* Common request headers: Authorization (auth_line is "Authorization:
+ * Bearer ..."), Accept, Content-Type for posts, the Expect suppression.
+ * Returns NULL without memory. */
+struct curl_slist *tc_headers(const char *auth_line, const char *accept,
+			      int post);
+/* Appends "name: value"; on failure frees the list and returns NULL. */
+struct curl_slist *tc_header_add(struct curl_slist *l, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* Starts x (which must be idle).  On failure (TRIGGER_E_NOMEM) nothing is
+ * started and spec->hdrs is freed; done is not called. */
+int tc_xfer_start(trigger_client *c, struct tc_xfer *x,
+		  const struct tc_xfer_spec *spec);
+/* Aborts x if running; done is not called.  Not from inside x's ops. */
+void tc_xfer_stop(trigger_client *c, struct tc_xfer *x);
+void tc_xfer_clear(struct tc_xfer *x);  /* frees the jwt copy */
+
+/* ---- results --------------------------------------------------------- */
+
+/* HTTP status (and the API's error text) to a code. */
+trigger_code tc_status_code(long status, const char *error);
+/* Whether an attempt that ended so is worth repeating. */
+int tc_retryable(CURLcode rc, long status);
+/* Fills res from a transfer's outcome.  body/len: the answer buffered
+ * (may be NULL); *parsed receives the JSON body (caller decrefs). */
+void tc_result_fill(struct trigger_result *res, const struct tc_xfer *x,
+		    CURLcode rc, const char *body, size_t len, json_t **parsed);
+void tc_result_set(struct trigger_result *res, trigger_code code,
+		   const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* ---- credentials (api.c) --------------------------------------------- */
+
+/* Someone waiting for the secret key's claims (the environment id). */
+struct tc_waiter {
+	struct tc_waiter *next;
+	/* fail is NULL when the claims arrived: try tc_auth_line again. */
+	void (*fn)(struct tc_waiter *w, const struct trigger_result *fail);
+};
+
+#define TC_AUTH_PENDING (-1)
+
+/* The Authorization line for a request needing these scopes.  Returns 0
+ * with *line set (valid until the next call), TC_AUTH_PENDING when w was
+ * queued for the claims, or a code with res filled. */
+int tc_auth_line(trigger_client *c, char *const *scopes, size_t n,
+		 const char **line, struct tc_waiter *w,
+		 struct trigger_result *res);
+void tc_auth_cancel(trigger_client *c, struct tc_waiter *w);
+
+/* <base>/realtime/v1/streams/<run>/input/<stream>, escaped; or NULL. */
+char *tc_stream_url(trigger_client *c, const char *run, const char *stream);
+
+/* Local refusals, on the caller's thread: expiry of a public token and,
+ * when action is non-NULL, its scopes. */
+int tc_cred_check(const trigger_client *c, const char *action,
+		  const char *type, const char *id);
+
+/* ---- the client ------------------------------------------------------ */
+
+struct tc_auth {
+	char *key_line;         /* "Authorization: Bearer <secret key or JWT>" */
+	char *sub;              /* environment id from the claims */
+	int fetching;
+	struct tc_waiter *waiters;
+	struct tc_map jwts;     /* scopes -> minted token */
+	size_t sweep_at;
+};
+
+struct trigger_client {
+	char *url;
+	trigger_cred *cred;
+	char *user_agent;
+	long send_timeout_ms, request_timeout_ms;
+	int sse_timeout_s;
+	int tls;
+
+	/* submission queue: any thread, under lock */
+	pthread_mutex_t lock;
+	struct tc_cmd *qhead, **qtail;
+	int woken;              /* the eventfd was written since the last drain */
+	int stopping;
+	int efd, epfd;
+	pthread_t thread;
+
+	/* event thread only */
+	CURLM *multi;
+	int64_t curl_at;        /* libcurl's timeout, -1: none */
+	struct tc_timer **heap;
+	size_t nheap, capheap, reserved;
+	CURL *pool[16];
+	size_t npool;
+	uint64_t rng[2];
+	int down;               /* the event thread saw stopping */
+	struct tc_link reqs, subs;
+	struct tc_auth auth;
+	struct tc_map sendqs;
+};
+
+/* Shutdown hooks on the event thread, and cleanup after the join. */
+void tc_api_shutdown(trigger_client *c);
+void tc_api_destroy(trigger_client *c);
+void tc_sub_shutdown(trigger_client *c);
+
+#endif
