@@ -307,6 +307,7 @@ static int configure(struct tfs_options *o, double *send_to)
 	tfs.waitpoints = o->waitpoints;
 	tfs.park_limit = kernel_park_limit();
 	tfs.open_timeout = OPEN_TIMEOUT > *send_to ? OPEN_TIMEOUT : *send_to;
+	tfs.started = time(NULL);
 	tfs.uid = getuid();
 	tfs.gid = getgid();
 	list_init(&tfs.deadlines[WAIT_READ]);

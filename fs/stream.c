@@ -39,6 +39,7 @@ static void log_append(struct tfs_stream *s, const char *json, size_t len)
 	s->data[s->len + len] = '\n';
 	s->len = need;
 	s->nrecords++;
+	s->mtime = time(NULL);
 }
 
 /* ---- parked requests --------------------------------------------------- */

@@ -36,7 +36,7 @@ fuse_ino_t tree_new_node(enum node_kind kind, struct tfs_run *run,
 {
 	if (nnodes == 0)
 		nnodes = 1;     /* inode 0 is never valid */
-	if (nnodes == nodes_cap) {
+	if (nnodes >= nodes_cap) {
 		nodes_cap = nodes_cap ? nodes_cap * 2 : 1024;
 		nodes = realloc(nodes, nodes_cap * sizeof(*nodes));
 		if (!nodes)
@@ -147,6 +147,7 @@ void tree_attr(const struct tfs_node *node, struct stat *st)
 	st->st_uid = tfs.uid;
 	st->st_gid = tfs.gid;
 	st->st_blksize = 4096;
+	st->st_atime = st->st_mtime = st->st_ctime = tfs.started;
 	switch (node->kind) {
 	case NODE_INPUT:
 	case NODE_LOG:
@@ -155,6 +156,8 @@ void tree_attr(const struct tfs_node *node, struct stat *st)
 		st->st_nlink = 1;
 		st->st_size = node->stream->len;
 		st->st_blocks = (st->st_size + 511) / 512;
+		if (node->stream->mtime)
+			st->st_mtime = st->st_ctime = node->stream->mtime;
 		break;
 	case NODE_STATS:
 		st->st_mode = S_IFREG | 0444;
@@ -205,7 +208,9 @@ void dirlist_reply(fuse_req_t req, const struct tfs_dirlist *dl, size_t size,
 {
 	char *buf = malloc(size);
 	size_t pos = 0;
-	struct stat st = { .st_mode = S_IFDIR };
+	/* The kernel ignores d_ino here, but readdir(3) skips entries whose
+	 * d_ino is 0. */
+	struct stat st = { .st_mode = S_IFDIR, .st_ino = 0xffffffff };
 
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);

@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "jsonline.h"
 #include "trigger.h"
@@ -126,6 +127,7 @@ struct tfs_stream {
 	char *data;
 	size_t len, cap;
 	long long last_seq;          /* -1: none */
+	time_t mtime;                /* when the last record arrived */
 	size_t nrecords;
 
 	/* the subscription shared by every reader */
@@ -185,6 +187,7 @@ struct tfs {
 	trigger_cred *cred;
 	uid_t uid;
 	gid_t gid;
+	time_t started;
 	double read_timeout;         /* -o timeout=, seconds; 0: none */
 	double park_limit;           /* kernel request timeout guard; 0: none */
 	double open_timeout;         /* how long an open waits to catch up */
