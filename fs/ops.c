@@ -40,6 +40,10 @@ static void tfs_init(void *userdata, struct fuse_conn_info *conn)
 	/* `echo >` must arrive as an open flag we can ignore, not a setattr. */
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	/* Pieces of one large read must come one after the other: sent in
+	 * parallel, a piece past the end of the data would park although the
+	 * read() already has data to return. */
+	conn->want &= ~FUSE_CAP_ASYNC_DIO;
 }
 
 static void tfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
