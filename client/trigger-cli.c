@@ -3,10 +3,12 @@
  * Credentials come from the environment only, never argv (which anyone
  * can read): TRIGGER_ACCESS_TOKEN, else TRIGGER_SECRET_KEY.  The server is
  * TRIGGER_API_URL.  A failed request prints "trigger-cli: NAME: text" and
- * exits with the trigger_code as status.
+ * exits with the trigger_code as status.  SIGINT/SIGTERM free the client:
+ * unconfirmed sends end CANCELLED, a subscription CLOSED.
  */
 #include <getopt.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,8 +18,9 @@
 #define EX_USAGE 64
 
 static const char usage_text[] =
-	"usage: trigger-cli [--timeout MS] COMMAND ...\n"
-	"  send RUN STREAM          each stdin line (JSON) is one send, in order\n"
+	"usage: trigger-cli [--timeout MS] [--window N] COMMAND ...\n"
+	"  send RUN STREAM          each stdin line (JSON) is one send, in order;\n"
+	"                           at most N unconfirmed (default 1)\n"
 	"  subscribe RUN STREAM [--after SEQ] [--count N] [--events]\n"
 	"                           print SEQ<TAB>JSON per record\n"
 	"  get-run RUN | list-runs [STATUS] | cancel RUN\n"
@@ -106,7 +109,66 @@ static void print_field(const json_t *j, const char *field)
 	puts(v ? v : "");
 }
 
+/* ---- waiting, signals ----------------------------------------------------- */
+
+/* One lock and condition for everything the main thread waits on; a
+ * signal (SIGINT, SIGTERM) sets interrupted, and the main thread then
+ * frees the client, which completes everything pending. */
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int interrupted;
+} cli = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
+
+static void *signal_thread(void *arg)
+{
+	int sig;
+
+	if (sigwait(arg, &sig) == 0) {
+		pthread_mutex_lock(&cli.lock);
+		cli.interrupted = 1;
+		pthread_cond_broadcast(&cli.cond);
+		pthread_mutex_unlock(&cli.lock);
+	}
+	return NULL;
+}
+
+static pthread_t sig_thread;
+static int sig_thread_ok;
+
+static void catch_signals(void)
+{
+	static sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	sig_thread_ok = !pthread_create(&sig_thread, NULL, signal_thread, &set);
+}
+
+static void release_signals(void)
+{
+	if (!sig_thread_ok)
+		return;
+	pthread_kill(sig_thread, SIGTERM);      /* blocked: only sigwait sees it */
+	pthread_join(sig_thread, NULL);
+}
+
+static void cli_wake(void)
+{
+	pthread_cond_broadcast(&cli.cond);
+	pthread_mutex_unlock(&cli.lock);
+}
+
 /* ---- send ---------------------------------------------------------------- */
+
+static struct {
+	long inflight, ok, failed;
+	trigger_code code;              /* of the first failure */
+	long status;
+	char error[256];
+} sends;
 
 static int valid_json(const char *s, size_t len)
 {
@@ -117,63 +179,120 @@ static int valid_json(const char *s, size_t len)
 	return j != NULL;
 }
 
-static int cmd_send(trigger_client *c, char **argv)
+/* Under cli.lock. */
+static void send_failed(trigger_code code, long status, const char *error)
+{
+	if (sends.failed++)
+		return;
+	sends.code = code;
+	sends.status = status;
+	snprintf(sends.error, sizeof(sends.error), "%s", error);
+}
+
+static void on_sent(void *arg, const struct trigger_result *res)
+{
+	(void)arg;
+	pthread_mutex_lock(&cli.lock);
+	sends.inflight--;
+	if (res->code)
+		send_failed(res->code, res->status, res->error);
+	else
+		sends.ok++;
+	cli_wake();
+}
+
+/* Waits for a free slot in the window; returns 0 when sending must stop. */
+static int send_slot(long window)
+{
+	int go;
+
+	pthread_mutex_lock(&cli.lock);
+	while (!cli.interrupted && !sends.failed && sends.inflight >= window)
+		pthread_cond_wait(&cli.cond, &cli.lock);
+	go = !cli.interrupted && !sends.failed;
+	sends.inflight += go;
+	pthread_mutex_unlock(&cli.lock);
+	return go;
+}
+
+static int send_one(trigger_client *c, char **argv, const char *line,
+		    size_t len, size_t lineno)
+{
+	char msg[64];
+	int q;
+
+	if (!valid_json(line, len)) {
+		snprintf(msg, sizeof(msg), "line %zu is not one JSON value", lineno);
+		q = TRIGGER_E_INVALID;
+	} else {
+		q = trigger_send(c, argv[0], argv[1], line, len, on_sent, NULL);
+		snprintf(msg, sizeof(msg), "%s", trigger_strerror(q));
+	}
+	if (q) {
+		pthread_mutex_lock(&cli.lock);
+		sends.inflight--;
+		send_failed(q, 0, msg);
+		pthread_mutex_unlock(&cli.lock);
+	}
+	return q;
+}
+
+/* Each stdin line is one send; at most `window` unconfirmed at a time
+ * (1: each waits for the previous).  The client keeps them in order. */
+static void cmd_send(trigger_client *c, char **argv, long window)
 {
 	size_t cap = 0, lineno = 0;
 	char *line = NULL;
 	ssize_t len;
-	int rc = 0;
 
-	while (!rc && (len = getline(&line, &cap, stdin)) >= 0) {
-		struct trigger_sync s;
-
+	while ((len = getline(&line, &cap, stdin)) >= 0) {
 		lineno++;
 		while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
 			len--;
-		if (!len)
-			continue;
-		if (!valid_json(line, (size_t)len)) {
-			fprintf(stderr, "trigger-cli: line %zu is not one JSON "
-				"value\n", lineno);
-			rc = TRIGGER_E_INVALID;
+		if (len && (!send_slot(window) ||
+			    send_one(c, argv, line, (size_t)len, lineno)))
 			break;
-		}
-		trigger_sync_init(&s);
-		rc = sync_finish(&s, trigger_send(c, argv[0], argv[1], line,
-						  (size_t)len, trigger_sync_done, &s));
-		trigger_sync_clear(&s);
 	}
 	free(line);
-	return rc;
+	pthread_mutex_lock(&cli.lock);
+	while (!cli.interrupted && sends.inflight > 0)
+		pthread_cond_wait(&cli.cond, &cli.lock);
+	pthread_mutex_unlock(&cli.lock);
+}
+
+/* After the client is freed: everything has completed. */
+static int send_result(void)
+{
+	char msg[300];
+
+	if (!sends.failed)
+		return 0;
+	if (sends.code == TRIGGER_E_CANCELLED) {
+		snprintf(msg, sizeof(msg), "%ld sends not confirmed, %ld confirmed",
+			 sends.failed, sends.ok);
+		return report(sends.code, 0, msg);
+	}
+	return report(sends.code, sends.status, sends.error);
 }
 
 /* ---- subscribe ------------------------------------------------------------ */
 
-struct sub_state {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
+static struct {
 	long long count, max;   /* max 0: forever */
 	int events, closed, failed;
 	trigger_code code;
-};
-
-static void sub_signal(struct sub_state *st)
-{
-	pthread_cond_broadcast(&st->cond);
-	pthread_mutex_unlock(&st->lock);
-}
+} sub_st;
 
 static void on_record(void *arg, const struct trigger_record *rec)
 {
-	struct sub_state *st = arg;
-
-	pthread_mutex_lock(&st->lock);
-	if (!st->max || st->count < st->max) {
+	(void)arg;
+	pthread_mutex_lock(&cli.lock);
+	if (!sub_st.max || sub_st.count < sub_st.max) {
 		printf("%lld\t%.*s\n", rec->seq, (int)rec->json_len, rec->json);
 		fflush(stdout);
-		st->count++;
+		sub_st.count++;
 	}
-	sub_signal(st);
+	cli_wake();
 }
 
 static void on_event(void *arg, enum trigger_sub_event ev,
@@ -182,10 +301,10 @@ static void on_event(void *arg, enum trigger_sub_event ev,
 	static const char *const names[] = {
 		"caught-up", "reconnecting", "connected", "failed", "closed",
 	};
-	struct sub_state *st = arg;
 
-	pthread_mutex_lock(&st->lock);
-	if (st->events && ev != TRIGGER_SUB_CLOSED) {
+	(void)arg;
+	pthread_mutex_lock(&cli.lock);
+	if (sub_st.events) {
 		printf("#%s", names[ev]);
 		if (res && res->code)
 			printf(" %s %s", code_name(res->code), res->error);
@@ -193,13 +312,13 @@ static void on_event(void *arg, enum trigger_sub_event ev,
 		fflush(stdout);
 	}
 	if (ev == TRIGGER_SUB_FAILED) {
-		st->failed = 1;
-		st->code = res->code;
+		sub_st.failed = 1;
+		sub_st.code = res->code;
 		report(res->code, res->status, res->error);
 	}
 	if (ev == TRIGGER_SUB_CLOSED)
-		st->closed = 1;
-	sub_signal(st);
+		sub_st.closed = 1;
+	cli_wake();
 }
 
 static int parse_ll(const char *s, long long *v)
@@ -210,40 +329,40 @@ static int parse_ll(const char *s, long long *v)
 	return *s && !*end;
 }
 
+/* Until N records, a failure or a signal. */
 static int cmd_subscribe(trigger_client *c, int argc, char **argv)
 {
 	static const struct trigger_sub_callbacks cb = { on_record, on_event };
-	struct sub_state st = {
-		PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0,
-	};
 	long long after = -1;
 	trigger_sub *sub;
 
 	for (int i = 2; i < argc; i++) {
 		if (!strcmp(argv[i], "--events"))
-			st.events = 1;
+			sub_st.events = 1;
 		else if (!strcmp(argv[i], "--after") && i + 1 < argc)
 			i += !parse_ll(argv[i + 1], &after) ? argc : 1;
 		else if (!strcmp(argv[i], "--count") && i + 1 < argc)
-			i += !parse_ll(argv[i + 1], &st.max) ? argc : 1;
+			i += !parse_ll(argv[i + 1], &sub_st.max) ? argc : 1;
 		else
 			return usage();
 	}
-	sub = trigger_subscribe(c, argv[0], argv[1], after, &cb, &st);
+	sub = trigger_subscribe(c, argv[0], argv[1], after, &cb, NULL);
 	if (!sub)
 		return report(TRIGGER_E_INVALID, 0, "subscription refused "
 			      "(arguments, or an expired token)");
-	pthread_mutex_lock(&st.lock);
-	while (!st.failed && !st.closed && (!st.max || st.count < st.max))
-		pthread_cond_wait(&st.cond, &st.lock);
-	pthread_mutex_unlock(&st.lock);
-	if (!st.closed)
+	pthread_mutex_lock(&cli.lock);
+	while (!cli.interrupted && !sub_st.closed &&
+	       (!sub_st.max || sub_st.count < sub_st.max))
+		pthread_cond_wait(&cli.cond, &cli.lock);
+	if (!cli.interrupted && !sub_st.closed) {
+		pthread_mutex_unlock(&cli.lock);
 		trigger_unsubscribe(sub);
-	pthread_mutex_lock(&st.lock);
-	while (!st.closed)
-		pthread_cond_wait(&st.cond, &st.lock);
-	pthread_mutex_unlock(&st.lock);
-	return st.failed ? (int)st.code : 0;
+		pthread_mutex_lock(&cli.lock);
+		while (!cli.interrupted && !sub_st.closed)
+			pthread_cond_wait(&cli.cond, &cli.lock);
+	}
+	pthread_mutex_unlock(&cli.lock);
+	return sub_st.failed ? (int)sub_st.code : 0;
 }
 
 /* ---- one-shot requests ---------------------------------------------------- */
@@ -289,18 +408,22 @@ int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "timeout", required_argument, NULL, 't' },
+		{ "window", required_argument, NULL, 'w' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	long timeout_ms = 0;
+	long timeout_ms = 0, window = 1;
 	trigger_client *c;
 	const char *cmd;
 	int opt, rc;
 
-	while ((opt = getopt_long(argc, argv, "+t:h", opts, NULL)) != -1) {
-		if (opt != 't')
+	while ((opt = getopt_long(argc, argv, "+t:w:h", opts, NULL)) != -1) {
+		if (opt == 't')
+			timeout_ms = strtol(optarg, NULL, 10);
+		else if (opt == 'w' && (window = strtol(optarg, NULL, 10)) > 0)
+			continue;
+		else
 			return usage();
-		timeout_ms = strtol(optarg, NULL, 10);
 	}
 	argc -= optind;
 	argv += optind;
@@ -312,15 +435,19 @@ int main(int argc, char **argv)
 	if ((!strcmp(cmd, "send") && argc != 2) ||
 	    (!strcmp(cmd, "subscribe") && argc < 2))
 		return usage();
+	if (!strcmp(cmd, "send") || !strcmp(cmd, "subscribe"))
+		catch_signals();        /* one-shots simply die: nothing to lose */
 	c = open_client(timeout_ms);
 	if (!c)
 		return TRIGGER_E_INVALID;
+	rc = 0;
 	if (!strcmp(cmd, "send"))
-		rc = cmd_send(c, argv);
+		cmd_send(c, argv, window);
 	else if (!strcmp(cmd, "subscribe"))
 		rc = cmd_subscribe(c, argc, argv);
 	else
 		rc = cmd_oneshot(c, cmd, argc, argv);
-	trigger_client_free(c);
-	return rc;
+	trigger_client_free(c);         /* what is pending completes CANCELLED */
+	release_signals();
+	return !strcmp(cmd, "send") ? send_result() : rc;
 }
