@@ -35,7 +35,7 @@ export function describeError(err) {
     error: err?.message ?? String(err),
     name: err?.constructor?.name ?? typeof err,
     status: typeof err?.status === "number" ? err.status : null,
-    body: err?.error ?? null,
+    body: err?.body ?? null,
   };
 }
 
