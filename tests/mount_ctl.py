@@ -86,16 +86,19 @@ class Mount:
 
     key/token go into the daemon's environment (TRIGGER_SECRET_KEY /
     TRIGGER_ACCESS_TOKEN); `options` are extra -o values ("timeout=1s",
-    "waitpoints", "token_file=/path"); api_url is added unless None."""
+    "waitpoints", "token_file=/path"); api_url is added unless None.
+    `mountpoint` reuses another mount's directory (never unmounted here)."""
 
     def __init__(self, api_url: Optional[str], key: Optional[str] = None,
                  token: Optional[str] = None, options: Iterable[str] = (),
-                 env: Optional[dict] = None):
+                 env: Optional[dict] = None, mountpoint: Optional[str] = None):
         self.api_url = api_url
         self.options = list(options)
         self.tmp = tempfile.mkdtemp(prefix="triggerfs-test-")
-        self.mnt = os.path.join(self.tmp, "mnt")
-        os.mkdir(self.mnt)
+        self.shared_mountpoint = mountpoint is not None
+        self.mnt = mountpoint or os.path.join(self.tmp, "mnt")
+        if not self.shared_mountpoint:
+            os.mkdir(self.mnt)
         self.stderr_path = os.path.join(self.tmp, "triggerfs.stderr")
         self.env = {k: v for k, v in os.environ.items() if k not in CRED_VARS}
         if key is not None:
@@ -106,6 +109,8 @@ class Mount:
         self.proc: Optional[subprocess.Popen] = None
         self.returncode: Optional[int] = None
         self._stopped = False
+        self._mounted = False      # start() saw it mounted
+        self._expect_exit = False  # run_to_exit(): the test checks the status
 
     # ---- the process
 
@@ -138,10 +143,12 @@ class Mount:
                 raise AssertionError(f"triggerfs not mounted after {timeout}s:\n"
                                      f"{self.stderr()}")
             time.sleep(0.005)
+        self._mounted = True
         return self
 
     def run_to_exit(self, timeout: float = 10.0 * SLACK) -> int:
         """For startup errors: spawn, wait for the exit status."""
+        self._expect_exit = True
         self.spawn()
         try:
             self.returncode = self.proc.wait(timeout)
@@ -173,7 +180,8 @@ class Mount:
             return []
         self._stopped = True
         problems = []
-        if mounted(self.mnt):
+        ours = self._mounted or not self.shared_mountpoint
+        if ours and mounted(self.mnt):
             lazy_unmount(self.mnt)
         if self.proc is not None:
             how = "unmount"
@@ -188,9 +196,9 @@ class Mount:
                     self.proc.kill()
                     self.returncode = self.proc.wait()
                     problems.append("triggerfs ignored unmount and SIGTERM: killed")
-            if self.returncode != 0 and not problems:
+            if self.returncode != 0 and not problems and not self._expect_exit:
                 problems.append(f"triggerfs exited with status {self.returncode} after {how}")
-        if mounted(self.mnt):
+        if ours and mounted(self.mnt):
             lazy_unmount(self.mnt)
             problems.append(f"{self.mnt} was still mounted after the daemon exited")
         report = sanitizer_report(self.stderr())
@@ -335,11 +343,12 @@ def mount_factory(server):
     default = object()
 
     def make(key: Any = default, token: Optional[str] = None, options: Iterable[str] = (),
-             api_url: Any = default, env: Optional[dict] = None, start: bool = True) -> Mount:
+             api_url: Any = default, env: Optional[dict] = None, start: bool = True,
+             mountpoint: Optional[str] = None) -> Mount:
         if key is default:
             key = server.secret_key if token is None else None
         m = Mount(server.url if api_url is default else api_url, key=key, token=token,
-                  options=options, env=env)
+                  options=options, env=env, mountpoint=mountpoint)
         mounts.append(m)
         return m.start() if start else m
 
