@@ -150,11 +150,12 @@ class Mount:
         """For startup errors: spawn, wait for the exit status."""
         self._expect_exit = True
         self.spawn()
-        try:
-            self.returncode = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"triggerfs still running after {timeout}s:\n"
-                                 f"{self.stderr()}") from None
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline or self.log_matching(r"^triggerfs: mounted "):
+                raise AssertionError(f"triggerfs did not refuse to start:\n{self.stderr()}")
+            time.sleep(0.005)
+        self.returncode = self.proc.returncode
         return self.returncode
 
     def alive(self) -> bool:
@@ -185,6 +186,11 @@ class Mount:
             lazy_unmount(self.mnt)
         if self.proc is not None:
             how = "unmount"
+            if not ours and self.proc.poll() is None:
+                # Mounted on top of another mount's directory although it
+                # should have refused: SIGTERM makes it unmount itself.
+                how = "SIGTERM"
+                self.proc.terminate()
             try:
                 self.returncode = self.proc.wait(5 * SLACK)
             except subprocess.TimeoutExpired:
@@ -354,7 +360,7 @@ def mount_factory(server):
 
     yield make
     problems = []
-    for m in mounts:
+    for m in reversed(mounts):      # stacked mounts unwind from the top
         problems += m.stop()
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
