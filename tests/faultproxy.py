@@ -1,0 +1,291 @@
+"""A fault-injecting TCP proxy on 127.0.0.1 between triggerfs (or the
+client) and the local API server, driven from the test:
+
+    proxy = FaultProxy(server.port)          # pass-through
+    mount = mount_factory(api_url=proxy.url)
+    proxy.stall()        # connections stay open, no byte moves either way
+    proxy.passthrough()  # everything flows again (held bytes included)
+    proxy.cut_all()      # reset every open connection now
+    proxy.cut_after_request("POST")  # each POST reaches the server, its
+                                     # answer is dropped and the connection reset
+    proxy.delay(0.5)     # every chunk waits 0.5 s each way
+    proxy.refuse()       # new connections: ECONNREFUSED (open ones go on)
+    proxy.close()
+
+It runs its own asyncio loop in a thread; every method is synchronous and
+thread-safe. It understands just enough HTTP/1.1 (request line, headers,
+Content-Length) to count requests and to cut after one; it never changes a
+byte that it forwards."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import threading
+import time
+from typing import Optional
+
+HOST = "127.0.0.1"
+CHUNK = 65536
+# With cut_after_request: reset even if the server has not answered by then.
+CUT_ANSWER_WAIT = 5.0
+
+
+def _reset_on_close(writer: asyncio.StreamWriter) -> None:
+    """SO_LINGER 0: closing sends RST, as a crashed peer or a middlebox does."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+
+
+class _Requests:
+    """Splits one connection's client bytes into HTTP/1.1 requests."""
+
+    def __init__(self) -> None:
+        self.head = b""
+        self.body_left = 0      # body bytes of the current request still to come
+        self.current: Optional[tuple] = None
+
+    def feed(self, data: bytes) -> list:
+        """-> the (method, path) of each request completed by `data`."""
+        done = []
+        while data:
+            if self.current is not None:
+                take = min(self.body_left, len(data))
+                self.body_left -= take
+                data = data[take:]
+                if self.body_left == 0:
+                    done.append(self.current)
+                    self.current = None
+                continue
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                return done
+            head, data = self.head[:end], self.head[end + 4:]
+            self.head = b""
+            lines = head.decode("latin-1").split("\r\n")
+            parts = lines[0].split(" ")
+            self.body_left = 0
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    self.body_left = int(value.strip() or 0)
+            self.current = (parts[0], parts[1] if len(parts) > 1 else "")
+            if self.body_left == 0:
+                done.append(self.current)
+                self.current = None
+        return done
+
+
+class _Conn:
+    def __init__(self, client_w: asyncio.StreamWriter) -> None:
+        self.client_w = client_w
+        self.upstream_w: Optional[asyncio.StreamWriter] = None
+        self.requests = _Requests()
+        self.cut_pending: Optional[float] = None   # when the request went up
+        self.tasks: list = []
+
+    def abort(self) -> None:
+        for w in (self.client_w, self.upstream_w):
+            if w is not None:
+                _reset_on_close(w)
+                w.transport.abort()
+        for t in self.tasks:
+            t.cancel()
+
+
+class FaultProxy:
+    def __init__(self, upstream_port: int, upstream_host: str = HOST, port: int = 0):
+        self.upstream = (upstream_host, upstream_port)
+        self.port = port
+        self.connections = 0          # accepted so far
+        self.requests: list = []      # (method, path) of every request forwarded
+        self.cuts = 0                 # connections reset by cut_all/cut_after_request
+        self._conns: set = set()
+        self._flowing: Optional[asyncio.Event] = None
+        self._delay = 0.0
+        self._cut_methods: Optional[tuple] = None
+        self._server: Optional[asyncio.base_events.Server] = None
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="faultproxy")
+        self._thread.start()
+        self._call(self._init())
+
+    # ---- control (any thread)
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def passthrough(self) -> None:
+        """No faults: end a stall (held bytes flow), no delay, no cutting,
+        accept new connections."""
+        self._call(self._set(flowing=True, delay=0.0, cut=None, listen=True))
+
+    def stall(self) -> None:
+        """Open connections and new ones stay open, but no byte moves either
+        way until passthrough()."""
+        self._call(self._set(flowing=False))
+
+    def delay(self, seconds: float) -> None:
+        self._call(self._set(delay=seconds))
+
+    def cut_all(self) -> int:
+        """Reset every open connection now; returns how many."""
+        return self._call(self._cut_all())
+
+    def cut_after_request(self, *methods: str) -> None:
+        """From now on, each request (of these methods; all if none given) is
+        forwarded whole, the server's answer is swallowed and the connection
+        reset: the server did the work, the client never hears of it."""
+        self._call(self._set(cut=tuple(m.upper() for m in methods) or ()))
+
+    def refuse(self) -> None:
+        """Stop listening: new connections get ECONNREFUSED."""
+        self._call(self._set(listen=False))
+
+    def accept(self) -> None:
+        self._call(self._set(listen=True))
+
+    @property
+    def active(self) -> int:
+        with self._lock:
+            return len(self._conns)
+
+    def requests_to(self, method: str, path_prefix: str = "") -> int:
+        with self._lock:
+            return sum(1 for m, p in self.requests if m == method and p.startswith(path_prefix))
+
+    def wait(self, predicate, timeout: float = 10.0, what: str = "proxy condition"):
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._call(self._shutdown())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def __enter__(self) -> "FaultProxy":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- the loop side
+
+    def _call(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(15)
+
+    async def _init(self) -> None:
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        await self._listen()
+
+    async def _listen(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_server(self._handle, HOST, self.port,
+                                                      reuse_address=True)
+            self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _set(self, flowing: Optional[bool] = None, delay: Optional[float] = None,
+                   cut: object = False, listen: Optional[bool] = None) -> None:
+        if flowing is True:
+            self._flowing.set()
+        elif flowing is False:
+            self._flowing.clear()
+        if delay is not None:
+            self._delay = delay
+        if cut is not False:
+            self._cut_methods = cut
+        if listen is True:
+            await self._listen()
+        elif listen is False and self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _cut_all(self) -> int:
+        conns = list(self._conns)
+        for c in conns:
+            self._drop(c)
+        self.cuts += len(conns)
+        return len(conns)
+
+    async def _shutdown(self) -> None:
+        await self._set(flowing=True, listen=False)
+        await self._cut_all()
+
+    def _drop(self, conn: _Conn) -> None:
+        with self._lock:
+            self._conns.discard(conn)
+        conn.abort()
+
+    async def _handle(self, client_r: asyncio.StreamReader,
+                      client_w: asyncio.StreamWriter) -> None:
+        conn = _Conn(client_w)
+        with self._lock:
+            self.connections += 1
+            self._conns.add(conn)
+        try:
+            up_r, conn.upstream_w = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            self._drop(conn)        # upstream down: the client sees a reset
+            return
+        conn.tasks = [asyncio.ensure_future(self._pump(conn, client_r, conn.upstream_w, True)),
+                      asyncio.ensure_future(self._pump(conn, up_r, client_w, False))]
+        await asyncio.gather(*conn.tasks, return_exceptions=True)
+        self._drop(conn)
+
+    async def _pump(self, conn: _Conn, src: asyncio.StreamReader,
+                    dst: asyncio.StreamWriter, upward: bool) -> None:
+        while True:
+            try:
+                data = await src.read(CHUNK)
+            except OSError:
+                data = b""
+            if not data:
+                # A half close passes through; the other direction goes on.
+                if dst.can_write_eof() and not dst.is_closing():
+                    dst.write_eof()
+                return
+            await self._flowing.wait()
+            if self._delay:
+                await asyncio.sleep(self._delay)
+            if upward:
+                self._count(conn, data)
+            elif conn.cut_pending is not None:
+                self._cut(conn)     # the answer arrived: swallow it
+                return
+            dst.write(data)
+            try:
+                await dst.drain()
+            except OSError:
+                return
+            if upward and conn.cut_pending is not None:
+                asyncio.get_running_loop().call_later(CUT_ANSWER_WAIT, self._cut, conn)
+
+    def _count(self, conn: _Conn, data: bytes) -> None:
+        for method, path in conn.requests.feed(data):
+            with self._lock:
+                self.requests.append((method, path))
+            cut = self._cut_methods
+            if cut is not None and (not cut or method in cut):
+                conn.cut_pending = time.monotonic()
+
+    def _cut(self, conn: _Conn) -> None:
+        if conn in self._conns:
+            self.cuts += 1
+            self._drop(conn)
