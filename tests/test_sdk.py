@@ -570,3 +570,57 @@ def test_send_errors_surface_in_the_sdk_without_retries(sdk, server, run):
     assert out[0]["error"] == "Cannot send to input stream on a completed run"
     # Each failed at once: one request apiece, no retry.
     assert len([e for e in read_trace(trace) if "request" in e]) == 3
+
+
+# ---- the server side of .wait()
+
+
+def sdk_wait(sdk: Sdk, run: str, stream: str, **env: Any) -> str:
+    out = sdk.run("wait", ACTION="create", RUN_ID=run, STREAM_ID=stream, **env)
+    assert out[0]["isCached"] is False and out[0]["waitpointId"].startswith("waitpoint_")
+    return out[0]["waitpointId"]
+
+
+def test_wait_waitpoint_completes_with_the_sent_value(sdk, server, run):
+    wp = sdk_wait(sdk, run, "approval", TIMEOUT="5m")
+    got = sdk.run("wait", ACTION="retrieve", WAITPOINT_ID=wp, POLL_MS=0)[0]
+    assert got["status"] == "WAITING" and "output" not in got
+    sdk.send(run, "approval", ['"123"'])
+    got = sdk.run("wait", ACTION="retrieve", WAITPOINT_ID=wp)[0]
+    assert (got["status"], got["output"], got["error"]) == ("COMPLETED", "123", None)
+    assert {"createdAt", "completedAt", "timeoutAt"} <= set(got["dates"])
+
+
+def test_wait_after_data_was_sent_completes_at_once(sdk, server, run):
+    """What .wait() finds already sent (after lastSeqNum) completes it."""
+    server.send(run, "s", {"first": True})
+    server.send(run, "s", {"second": [1.5, None]})
+    wp = sdk_wait(sdk, run, "s")
+    got = sdk.run("wait", ACTION="retrieve", WAITPOINT_ID=wp, POLL_MS=0)[0]
+    assert (got["status"], got["output"]) == ("COMPLETED", {"first": True})
+    wp = sdk_wait(sdk, run, "s", LAST_SEQ=0)
+    got = sdk.run("wait", ACTION="retrieve", WAITPOINT_ID=wp, POLL_MS=0)[0]
+    assert (got["status"], got["output"]) == ("COMPLETED", {"second": [1.5, None]})
+
+
+def test_wait_timeout_is_an_error_in_the_sdk(sdk, run):
+    wp = sdk_wait(sdk, run, "late", TIMEOUT="1s")
+    got = sdk.run("wait", ACTION="retrieve", WAITPOINT_ID=wp, POLL_MS=10000)[0]
+    assert got["status"] == "TIMED_OUT"
+    assert got["error"]["name"] == "WaitpointTimeoutError" and "output" not in got
+
+
+def test_trigger_with_an_idempotency_key_returns_the_same_run(sdk, server):
+    key = f"idem-{time.monotonic_ns()}"
+    first = sdk.run("trigger", TASK_ID="idem-task", IDEMPOTENCY_KEY=key, TAGS="a,b:c",
+                    TOKEN_OUT=sdk.path("token"))[0]
+    again = sdk.run("trigger", TASK_ID="idem-task", IDEMPOTENCY_KEY=key,
+                    TOKEN_OUT=sdk.path("token"))[0]
+    other = sdk.run("trigger", TASK_ID="idem-task", IDEMPOTENCY_KEY=key + "x",
+                    TOKEN_OUT=sdk.path("token"))[0]
+    assert first["id"] == again["id"] != other["id"]
+    # The cached answer still carries a token for that run.
+    assert again["claims"]["scopes"] == [f"read:runs:{first['id']}",
+                                         f"write:inputStreams:{first['id']}"]
+    got = sdk.run("retrieve", RUN_ID=first["id"])[0]["run"]
+    assert got["tags"] == ["a", "b:c"]

@@ -1,5 +1,6 @@
 // Trigger TASK_ID with the SDK's `tasks.trigger(taskId, payload)` (PAYLOAD:
-// JSON, default {}), print the run id and the public token's claims, and
+// JSON, default {}; IDEMPOTENCY_KEY and TAGS, comma separated, optional),
+// print the run id and the public token's claims, and
 // write the token (from the x-trigger-jwt response header) to TOKEN_OUT.
 // Then, acting with that token, send each stdin JSON line to the new run's
 // input stream STREAM_ID (if given), printing {"sent": i} or the error.
@@ -11,7 +12,10 @@ import {
 configureFromEnv();
 let handle;
 try {
-  handle = await tasks.trigger(need("TASK_ID"), JSON.parse(env.PAYLOAD ?? "{}"));
+  handle = await tasks.trigger(need("TASK_ID"), JSON.parse(env.PAYLOAD ?? "{}"), {
+    ...(env.IDEMPOTENCY_KEY ? { idempotencyKey: env.IDEMPOTENCY_KEY } : {}),
+    ...(env.TAGS ? { tags: env.TAGS.split(",") } : {}),
+  });
 } catch (err) {
   out({ trigger: "failed", ...describeError(err) });
   process.exit(2);
