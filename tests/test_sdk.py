@@ -624,3 +624,18 @@ def test_trigger_with_an_idempotency_key_returns_the_same_run(sdk, server):
                                          f"write:inputStreams:{first['id']}"]
     got = sdk.run("retrieve", RUN_ID=first["id"])[0]["run"]
     assert got["tags"] == ["a", "b:c"]
+
+
+def test_sdk_replays_a_finished_runs_stream(sdk, server, run):
+    server.send(run, "done", "kept-1")
+    sdk.send(run, "done", ['"kept-2"'])
+    server.cancel(run)
+    assert sdk.receive(run, "done", 2, "once") == ["kept-1", "kept-2"]
+
+
+def test_sdk_round_trips_large_values_and_many_records(sdk, server, run):
+    big = {"blob": "é" * (256 * 1024), "n": 1}          # 512 KiB of UTF-8
+    lines = [json.dumps(big, ensure_ascii=False)] + [str(i) for i in range(300)]
+    sdk.send(run, "bulk", lines)
+    got = sdk.receive(run, "bulk", len(lines), "on")
+    assert got[0] == big and got[1:] == list(range(300))

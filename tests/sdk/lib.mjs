@@ -39,6 +39,13 @@ export function describeError(err) {
   };
 }
 
+// process.exit() drops what a pipe has not taken yet: exit once stdout has
+// flushed everything written so far.  `await exit(n)` goes no further.
+export function exit(code) {
+  process.stdout.write("", () => process.exit(code));
+  return new Promise(() => {});
+}
+
 export function fail(message, code = 1) {
   process.stderr.write(`sdk: ${message}\n`);
   process.exit(code);

@@ -2,7 +2,7 @@
 // separated, optional; LIMIT optional) and print the ids of the first page,
 // whether the SDK saw a next page, and the first item as parsed.
 import { runs } from "@trigger.dev/sdk";
-import { configureFromEnv, describeError, env, out } from "./lib.mjs";
+import { configureFromEnv, exit, describeError, env, out } from "./lib.mjs";
 
 configureFromEnv();
 try {
@@ -17,5 +17,5 @@ try {
   });
 } catch (err) {
   out({ list: "failed", ...describeError(err) });
-  process.exit(2);
+  await exit(2);
 }

@@ -9,7 +9,7 @@
 import { streams } from "@trigger.dev/sdk";
 import { apiClientManager, inputStreams } from "@trigger.dev/core/v3";
 import { StandardInputStreamManager } from "@trigger.dev/core/v3/workers";
-import { configureFromEnv, describeError, env, fail, need, out } from "./lib.mjs";
+import { configureFromEnv, exit, describeError, env, fail, need, out } from "./lib.mjs";
 
 configureFromEnv();
 const runId = need("RUN_ID");
@@ -28,7 +28,7 @@ const stream = streams.input({ id: need("STREAM_ID") });
 
 function finish(code) {
   manager.reset();
-  process.exit(code);
+  return exit(code);
 }
 
 if (mode === "once") {
@@ -38,11 +38,11 @@ if (mode === "once") {
       result = await stream.once({ timeoutMs });
     } catch (err) {
       out(describeError(err));
-      finish(2);
+      await finish(2);
     }
     if (!result.ok) {
       out({ timeout: true, error: result.error.message });
-      finish(3);
+      await finish(3);
     }
     out({ value: result.output });
   }
@@ -54,6 +54,7 @@ if (mode === "once") {
     finish(3);
   }, timeoutMs);
   stream.on((value) => {
+    if (n === count) return;
     out({ value });
     if (++n === count) {
       clearTimeout(timer);

@@ -2,7 +2,7 @@
 // SDK parsed (dates as ISO strings, plus which fields are Date objects), or
 // the SDK's error.
 import { runs } from "@trigger.dev/sdk";
-import { configureFromEnv, describeError, need, out } from "./lib.mjs";
+import { configureFromEnv, exit, describeError, need, out } from "./lib.mjs";
 
 configureFromEnv();
 try {
@@ -11,5 +11,5 @@ try {
   out({ run, dates });
 } catch (err) {
   out({ retrieve: "failed", ...describeError(err) });
-  process.exit(2);
+  await exit(2);
 }

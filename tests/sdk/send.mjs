@@ -3,7 +3,7 @@
 // in order.  Prints {"sent": i} after each accepted send; on the first
 // failure prints the error as the SDK surfaced it and exits 2.
 import { streams } from "@trigger.dev/sdk";
-import { configureFromEnv, describeError, need, out, readJsonLines } from "./lib.mjs";
+import { configureFromEnv, exit, describeError, need, out, readJsonLines } from "./lib.mjs";
 
 configureFromEnv();
 const runId = need("RUN_ID");
@@ -14,7 +14,7 @@ for (let i = 0; i < values.length; i++) {
     await stream.send(runId, values[i]);
   } catch (err) {
     out({ failed: i, ...describeError(err) });
-    process.exit(2);
+    await exit(2);
   }
   out({ sent: i });
 }

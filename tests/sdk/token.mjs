@@ -6,7 +6,7 @@
 // STREAM_ID (if given), printing {"sent": i} or the SDK's error per value.
 import { auth, streams } from "@trigger.dev/sdk";
 import {
-  configureFromEnv, describeError, env, jwtClaims, need, out, readJsonLines, writeSecret,
+  configureFromEnv, exit, describeError, env, jwtClaims, need, out, readJsonLines, writeSecret,
 } from "./lib.mjs";
 
 configureFromEnv();
@@ -18,7 +18,7 @@ try {
   });
 } catch (err) {
   out({ mint: "failed", ...describeError(err) });
-  process.exit(2);
+  await exit(2);
 }
 writeSecret(need("TOKEN_OUT"), token);
 out({ claims: jwtClaims(token) });

@@ -6,7 +6,7 @@
 // input stream STREAM_ID (if given), printing {"sent": i} or the error.
 import { auth, streams, tasks } from "@trigger.dev/sdk";
 import {
-  configureFromEnv, describeError, env, jwtClaims, need, out, readJsonLines, writeSecret,
+  configureFromEnv, exit, describeError, env, jwtClaims, need, out, readJsonLines, writeSecret,
 } from "./lib.mjs";
 
 configureFromEnv();
@@ -18,7 +18,7 @@ try {
   });
 } catch (err) {
   out({ trigger: "failed", ...describeError(err) });
-  process.exit(2);
+  await exit(2);
 }
 writeSecret(need("TOKEN_OUT"), handle.publicAccessToken);
 out({ id: handle.id, claims: jwtClaims(handle.publicAccessToken) });

@@ -9,7 +9,7 @@
 //                    default 20 s); prints what the SDK parsed.
 import { wait } from "@trigger.dev/sdk";
 import { apiClientManager } from "@trigger.dev/core/v3";
-import { configureFromEnv, describeError, env, fail, need, out } from "./lib.mjs";
+import { configureFromEnv, exit, describeError, env, fail, need, out } from "./lib.mjs";
 
 configureFromEnv();
 try {
@@ -40,5 +40,5 @@ try {
   }
 } catch (err) {
   out({ [env.ACTION]: "failed", ...describeError(err) });
-  process.exit(2);
+  await exit(2);
 }
