@@ -16,6 +16,7 @@
 
 #define JWT_LIFETIME_S 300
 #define JWT_RENEW_S 60          /* re-mint when less than this remains */
+#define LAST_TRY_MS 50          /* the time a last attempt gets */
 
 struct sendq {                  /* sends waiting on one (run, stream) */
 	struct tc_map_node node;        /* key: the head's URL */
@@ -381,11 +382,14 @@ static void req_xfer_done(struct tc_xfer *x, CURLcode rc)
 		tc_result_set(&res, TRIGGER_E_PROTOCOL, "answer over %zu bytes "
 			      "or out of memory", TC_BODY_MAX);
 	} else if (tc_retryable(rc, res.status) && !c->down) {
-		int64_t now = tc_now_ms(), delay = tc_backoff(c, &r->backoff);
+		int64_t now = tc_now_ms(), at = now + tc_backoff(c, &r->backoff);
 
-		if (now + delay < r->deadline) {
+		/* A backoff past the deadline still leaves a last attempt. */
+		if (at > r->deadline - LAST_TRY_MS)
+			at = r->deadline - LAST_TRY_MS;
+		if (at > now) {
 			json_decref(body);
-			tc_timer_arm(c, &r->timer, now + delay);
+			tc_timer_arm(c, &r->timer, at);
 			return;
 		}
 	}

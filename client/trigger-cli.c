@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "trigger.h"
 
@@ -55,6 +56,8 @@ static int report(trigger_code code, long status, const char *error)
 	return (int)code;
 }
 
+static int64_t token_exp;      /* of a public token, 0: none or a key */
+
 static trigger_client *open_client(long timeout_ms)
 {
 	const char *tok = getenv("TRIGGER_ACCESS_TOKEN");
@@ -78,6 +81,7 @@ static trigger_client *open_client(long timeout_ms)
 		return NULL;
 	}
 	o.cred = cred;
+	token_exp = trigger_cred_is_secret(cred) ? 0 : trigger_cred_exp(cred);
 	c = trigger_client_new(&o, err, sizeof(err));
 	trigger_cred_free(cred);
 	if (!c)
@@ -265,14 +269,14 @@ static int send_result(void)
 {
 	char msg[300];
 
-	if (!sends.failed)
-		return 0;
-	if (sends.code == TRIGGER_E_CANCELLED) {
+	if (sends.failed && sends.code != TRIGGER_E_CANCELLED)
+		return report(sends.code, sends.status, sends.error);
+	if (sends.failed || cli.interrupted) {
 		snprintf(msg, sizeof(msg), "%ld sends not confirmed, %ld confirmed",
 			 sends.failed, sends.ok);
-		return report(sends.code, 0, msg);
+		return report(TRIGGER_E_CANCELLED, 0, msg);
 	}
-	return report(sends.code, sends.status, sends.error);
+	return 0;
 }
 
 /* ---- subscribe ------------------------------------------------------------ */
@@ -347,9 +351,10 @@ static int cmd_subscribe(trigger_client *c, int argc, char **argv)
 			return usage();
 	}
 	sub = trigger_subscribe(c, argv[0], argv[1], after, &cb, NULL);
+	if (!sub && token_exp && token_exp <= (int64_t)time(NULL))
+		return report(TRIGGER_E_EXPIRED, 0, "access token has expired");
 	if (!sub)
-		return report(TRIGGER_E_INVALID, 0, "subscription refused "
-			      "(arguments, or an expired token)");
+		return report(TRIGGER_E_INVALID, 0, "subscription refused");
 	pthread_mutex_lock(&cli.lock);
 	while (!cli.interrupted && !sub_st.closed &&
 	       (!sub_st.max || sub_st.count < sub_st.max))
@@ -448,6 +453,8 @@ int main(int argc, char **argv)
 	else
 		rc = cmd_oneshot(c, cmd, argc, argv);
 	trigger_client_free(c);         /* what is pending completes CANCELLED */
+	if (!strcmp(cmd, "send"))
+		rc = send_result();
 	release_signals();
-	return !strcmp(cmd, "send") ? send_result() : rc;
+	return rc;
 }
