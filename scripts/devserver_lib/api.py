@@ -170,8 +170,8 @@ class Api:
         app.on_response_prepare.append(self._on_prepare)
         return app
 
-    def close(self) -> None:
-        self.hub.close()
+    async def close(self) -> None:
+        await self.hub.close()
         if self.request_log:
             self.request_log.close()
             self.request_log = None
@@ -502,7 +502,7 @@ class Api:
         with self.store.transaction() as db:
             self.store.insert_record(db, run_id, stream, s.tail, ts, record_body)
             self.store.complete_linked_wait(db, run_id, stream, data_text)
-        s.appended(streams.Record(s.tail, ts, record_body))
+        self.hub.appended(s, streams.Record(s.tail, ts, record_body))
 
     async def receive(self, request: web.Request, run_id: str, stream: str) -> web.StreamResponse:
         cred = self.authenticate(request)

@@ -25,8 +25,9 @@ from . import store as storemod
 PING_INTERVAL = 5.0           # seconds of silence before a ping
 BATCH_MAX_RECORDS = 1000      # S2's read batch limits
 BATCH_MAX_BYTES = 1024 * 1024
-RECENT_RECORDS = 256          # kept in memory per stream for live readers
-RECENT_BYTES = 4 * 1024 * 1024
+RECENT_RECORDS = 256          # kept in memory per stream for live readers,
+RECENT_BYTES = 4 * 1024 * 1024            # at most this much per stream
+RECENT_BUDGET = 64 * 1024 * 1024          # and this much for all streams
 RECORD_OVERHEAD = 8           # S2 metered size = 8 + body bytes (no headers)
 
 
@@ -86,7 +87,10 @@ class Hub:
     def __init__(self, store: storemod.Store):
         self.store = store
         self.streams: dict = {}
+        self.readers: set = set()     # futures of running readers
         self.closing = False
+        self.recent_lru: collections.OrderedDict = collections.OrderedDict()
+        self.recent_total = 0
 
     def get(self, run: str, name: str) -> Stream:
         key = (run, name)
@@ -96,11 +100,29 @@ class Hub:
             s = self.streams[key] = Stream(run, name, tail, last_ts)
         return s
 
-    def close(self) -> None:
-        """Shutdown: let every reader return at once."""
+    def appended(self, s: Stream, rec: Record) -> None:
+        """A record was stored: wake the stream's readers, and keep recent
+        records in memory within the global budget (least recently
+        written streams forget theirs first; readers then use the DB)."""
+        before = s.recent_bytes
+        s.appended(rec)
+        self.recent_total += s.recent_bytes - before
+        key = (s.run, s.name)
+        self.recent_lru[key] = s
+        self.recent_lru.move_to_end(key)
+        while self.recent_total > RECENT_BUDGET and len(self.recent_lru) > 1:
+            _, old = self.recent_lru.popitem(last=False)
+            self.recent_total -= old.recent_bytes
+            old.recent.clear()
+            old.recent_bytes = 0
+
+    async def close(self, timeout: float = 2.0) -> None:
+        """Shutdown: make every reader return, and wait until they have."""
         self.closing = True
         for s in self.streams.values():
             s.wake_all()
+        if self.readers:
+            await asyncio.wait(set(self.readers), timeout=timeout)
 
     def batch(self, s: Stream, from_seq: int) -> list:
         """The next batch of records from `from_seq`, within S2's limits."""
@@ -167,6 +189,15 @@ class Reader:
 
     async def run(self) -> str:
         """Serve until the timeout, shutdown or disconnect; says which."""
+        done = self.loop.create_future()
+        self.hub.readers.add(done)
+        try:
+            return await self._serve()
+        finally:
+            self.hub.readers.discard(done)
+            done.set_result(None)
+
+    async def _serve(self) -> str:
         deadline = self.loop.time() + self.timeout
         if self.next_seq >= self.stream.tail:
             # Nothing to replay: say so at once (a ping is only a keepalive
