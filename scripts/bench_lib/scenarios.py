@@ -1,0 +1,420 @@
+"""The five scenarios, each run three ways against the one local server:
+
+  triggerfs  through a mount, with ordinary tools (cat, head) or plain
+             read(2)/write(2) (bench-fslatency, bench-waiters)
+  direct     bench-direct on libtriggerclient: the floor
+  sdk        Node with the published @trigger.dev/sdk (tests/sdk/bench_*.mjs)
+
+Each function returns plain data for the JSON report; report.py reduces it
+(medians) and judges the targets."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .env import SDK_DIR, Bench, BenchError, Mount, proc_status
+
+WAYS = ("triggerfs", "direct", "sdk")
+CAT = 'cat "$1" > "$2"'
+
+
+@dataclass
+class Config:
+    quick: bool
+    reps: int = 3                       # repetitions of send and latency
+    send_records: int = 10000           # one stream
+    par_streams: int = 10
+    par_records: int = 1000             # per stream
+    round_trips: int = 1000
+    w_runs: int = 100                   # many waiters: runs x streams x readers
+    w_streams: int = 10
+    w_readers: int = 10
+    w_reps: int = 1
+    stat_samples: int = 500
+    cost_sizes: list = field(default_factory=lambda: [1000, 10000, 100000])
+    cost_min_records: int = 10000       # small sizes repeat up to this many
+    ways: tuple = WAYS
+
+    @classmethod
+    def make(cls, quick: bool) -> "Config":
+        if not quick:
+            return cls(quick=False)
+        return cls(quick=True, send_records=1000, par_records=100, round_trips=200,
+                   w_runs=10, stat_samples=200, cost_sizes=[1000, 10000],
+                   cost_min_records=3000)
+
+
+def attempt(fn: Callable[[], dict]) -> dict:
+    """One measurement; a failure is recorded, not fatal to the others."""
+    try:
+        return fn()
+    except BenchError as e:
+        return {"error": str(e)}
+
+
+def percentile(sorted_values: list, p: float) -> float:
+    """Nearest rank."""
+    if not sorted_values:
+        return math.nan
+    k = max(0, math.ceil(p * len(sorted_values)) - 1)
+    return sorted_values[k]
+
+
+def summary_ms(samples_ns: list) -> dict:
+    s = sorted(v / 1e6 for v in samples_ns)
+    return {"n": len(s), "p50_ms": percentile(s, 0.50), "p99_ms": percentile(s, 0.99),
+            "mean_ms": sum(s) / len(s) if s else math.nan, "max_ms": s[-1] if s else math.nan}
+
+
+def sdk_env(b: Bench, **extra: Any) -> dict:
+    return dict(b.env, **{k: str(v) for k, v in extra.items()})
+
+
+def node(script: str) -> list:
+    return ["node", str(SDK_DIR / script)]
+
+
+class Sampler:
+    """Samples a process's thread count and RSS every few ms in the
+    background: the peaks, not just the state at the end."""
+
+    def __init__(self, pid: int, interval: float = 0.05):
+        self.pid, self.interval = pid, interval
+        self.max_threads = 0
+        self.max_rss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def sample(self) -> dict:
+        try:
+            st = proc_status(self.pid)
+        except OSError:
+            return {}
+        self.max_threads = max(self.max_threads, st.get("threads", 0))
+        self.max_rss = max(self.max_rss, st.get("rss", 0))
+        return st
+
+    def __enter__(self) -> "Sampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+# ---- 1. send throughput ----------------------------------------------------
+
+def send_triggerfs(b: Bench, m: Mount, run: str, records: Path, streams: list) -> dict:
+    """`cat records > runs/R/input/S`, one cat per stream, all at once."""
+    cpu0, t0 = m.cpu_s(), time.monotonic()
+    cats = [b.spawn(["sh", "-c", CAT, "sh", str(records), str(m.stream(run, s))], "cat")
+            for s in streams]
+    try:
+        for c in cats:
+            if c.wait(600) != 0:
+                raise BenchError(f"cat > {run}/input: {c.log_tail()}")
+    finally:
+        for c in cats:
+            c.stop()
+    return {"seconds": time.monotonic() - t0, "cpu_s": m.cpu_s() - cpu0}
+
+
+def send_direct(b: Bench, run: str, records: Path, streams: list) -> dict:
+    return b.run([b.prog("bench/bench-direct"), "send", str(records), run, *streams],
+                 "direct-send", timeout=600)
+
+
+def send_sdk(b: Bench, run: str, records: Path, streams: list) -> dict:
+    env = sdk_env(b, RUN_ID=run, STREAMS=",".join(streams), RECORDS_FILE=records)
+    return b.run(node("bench_send.mjs"), "sdk-send", timeout=900, env=env, cwd=SDK_DIR)
+
+
+def send_once(b: Bench, m: Mount, way: str, run: str, records: Path,
+              streams: list) -> dict:
+    n = sum(1 for _ in open(records)) * len(streams)
+    srv0 = b.server_cpu_s()
+    if way == "triggerfs":
+        r = send_triggerfs(b, m, run, records, streams)
+    elif way == "direct":
+        r = send_direct(b, run, records, streams)
+    else:
+        r = send_sdk(b, run, records, streams)
+    srv = b.server_cpu_s() - srv0
+    return {"records": n, "seconds": r["seconds"], "records_per_s": n / r["seconds"],
+            "cpu_us_per_record": r["cpu_s"] / n * 1e6,
+            "server_cpu_share": srv / r["seconds"]}
+
+
+def scenario_send(b: Bench, cfg: Config, run: str) -> dict:
+    shapes = {
+        "single": (b.records_file(cfg.send_records), 1),
+        "parallel": (b.records_file(cfg.par_records), cfg.par_streams),
+    }
+    out: dict = {shape: {w: [] for w in cfg.ways} for shape in shapes}
+    out["shape"] = {"single": f"1 stream x {cfg.send_records}",
+                    "parallel": f"{cfg.par_streams} streams x {cfg.par_records}"}
+    with b.mount("send") as m:
+        for rep in range(cfg.reps):
+            for way in cfg.ways:
+                for shape, (records, k) in shapes.items():
+                    streams = [f"{shape}-{way}-{rep}-{i}" for i in range(k)]
+                    b.log(f"send {shape} {way} rep {rep}")
+                    out[shape][way].append(attempt(
+                        lambda: send_once(b, m, way, run, records, streams)))
+    return out
+
+
+# ---- 2. delivery latency ---------------------------------------------------
+
+def latency_once(b: Bench, m: Mount, way: str, run: str, stream: str, n: int) -> dict:
+    timeout = 60 + n * 0.05
+    if way == "triggerfs":
+        r = b.run([b.prog("bench/bench-fslatency"), str(m.stream(run, stream)),
+                   str(m.stats_path), str(n)], "fs-latency", timeout)
+    elif way == "direct":
+        r = b.run([b.prog("bench/bench-direct"), "latency", run, stream, str(n)],
+                  "direct-latency", timeout)
+    else:
+        r = b.run(node("bench_latency.mjs"), "sdk-latency", timeout,
+                  env=sdk_env(b, RUN_ID=run, STREAM_ID=stream, COUNT=n), cwd=SDK_DIR)
+    if len(r["samples_ns"]) != n:
+        raise BenchError(f"{way}: {len(r['samples_ns'])} samples, not {n}")
+    return summary_ms(r["samples_ns"])
+
+
+def scenario_latency(b: Bench, cfg: Config, run: str) -> dict:
+    out: dict = {w: [] for w in cfg.ways}
+    out["round_trips"] = cfg.round_trips
+    with b.mount("latency") as m:
+        for rep in range(cfg.reps):
+            for way in cfg.ways:
+                b.log(f"latency {way} rep {rep}")
+                out[way].append(attempt(lambda: latency_once(
+                    b, m, way, run, f"lat-{way}-{rep}", cfg.round_trips)))
+    return out
+
+
+# ---- 3. many waiters -------------------------------------------------------
+
+def timed_ms(fn: Callable[[Any], Any], args: list) -> dict:
+    samples = []
+    for a in args:
+        t0 = time.monotonic_ns()
+        fn(a)
+        samples.append(time.monotonic_ns() - t0)
+    s = summary_ms(samples)
+    return {"p50_ms": s["p50_ms"], "p99_ms": s["p99_ms"], "n": s["n"]}
+
+
+def stat_ls(m: Mount, runs: list, files: list, n: int) -> dict:
+    """stat(2) of stream files and ls of runs' input directories."""
+    rnd = random.Random(n)
+    return {"stat": timed_ms(os.stat, [rnd.choice(files) for _ in range(n)]),
+            "ls": timed_ms(os.listdir, [m.path / "runs" / rnd.choice(runs) / "input"
+                                        for _ in range(max(20, n // 5))])}
+
+
+def release(b: Bench, runs_file: Path, cfg: Config, prefix: str, waiters: Any) -> dict:
+    """Send one record to every stream; time until every reader returned,
+    and how busy the server was meanwhile."""
+    srv0 = b.server_cpu_s()
+    sent = b.run([b.prog("bench/bench-direct"), "release", str(runs_file),
+                  str(cfg.w_streams), prefix], "release", 120)
+    done = waiters.result(120)
+    srv = b.server_cpu_s() - srv0
+    release_s = (int(done["last_ns"]) - sent["start_ns"]) / 1e9
+    return {"sends_s": (sent["end_ns"] - sent["start_ns"]) / 1e9, "release_s": release_s,
+            "server_cpu_share": srv / release_s if release_s > 0 else math.nan,
+            "done": done}
+
+
+def waiters_triggerfs(b: Bench, cfg: Config, runs: list, runs_file: Path,
+                      rep: int) -> dict:
+    streams, total = len(runs) * cfg.w_streams, len(runs) * cfg.w_streams * cfg.w_readers
+    prefix = f"w-fs-{rep}-"
+    files = [f"{r}/input/{prefix}{k}" for r in runs for k in range(cfg.w_streams)]
+    with b.mount(f"waiters-{rep}") as m:
+        idle = m.status()
+        files = [m.path / "runs" / f for f in files]
+        t0 = time.monotonic()
+        with Sampler(m.pid) as sampler:
+            w = b.spawn([b.prog("bench/bench-waiters"), str(m.path), str(runs_file),
+                         str(cfg.w_streams), str(cfg.w_readers), prefix],
+                        "fs-waiters", stdin=True)
+            w.expect("stage1", 120)
+            m.wait_parked(streams, 300)
+            one = m.status()
+            w.send("go\n")
+            w.expect("stage2", 300)
+            m.wait_parked(total, 300)
+            setup_s = time.monotonic() - t0
+            waiting = m.status()
+            lat = stat_ls(m, runs, files, cfg.stat_samples)
+            rel = release(b, runs_file, cfg, prefix, w)
+        if rel["done"]["ok"] != total:
+            raise BenchError(f"{rel['done']['failed']} of {total} readers failed: "
+                             f"{rel['done']['first_error']}")
+        return {"readers": total, "streams": streams, "setup_s": setup_s,
+                "threads": sampler.max_threads, "rss": waiting["rss"],
+                "max_rss": sampler.max_rss, "idle_rss": idle["rss"],
+                "one_reader_per_stream_rss": one["rss"],
+                "stat_ms": lat["stat"], "ls_ms": lat["ls"],
+                **{k: rel[k] for k in ("sends_s", "release_s", "server_cpu_share")}}
+
+
+def waiters_process(b: Bench, cfg: Config, way: str, runs_file: Path, total: int,
+                    rep: int) -> dict:
+    """direct and sdk: one process holds every stream's subscription."""
+    prefix = f"w-{way}-{rep}-"
+    t0 = time.monotonic()
+    if way == "direct":
+        w = b.spawn([b.prog("bench/bench-direct"), "waiters", str(runs_file),
+                     str(cfg.w_streams), str(cfg.w_readers), prefix], "direct-waiters")
+    else:
+        w = b.spawn(node("bench_waiters.mjs"), "sdk-waiters", cwd=SDK_DIR,
+                    env=sdk_env(b, RUNS_FILE=runs_file, K=cfg.w_streams,
+                                READERS=cfg.w_readers, PREFIX=prefix))
+    try:
+        with Sampler(w.pid) as sampler:
+            w.expect("ready", 300)
+            setup_s = time.monotonic() - t0
+            waiting = proc_status(w.pid)
+            rel = release(b, runs_file, cfg, prefix, w)
+    finally:
+        w.stop()
+    if rel["done"]["released"] != total:
+        raise BenchError(f"released {rel['done']['released']} of {total}")
+    return {"readers": total, "setup_s": setup_s, "threads": sampler.max_threads,
+            "rss": waiting["rss"], "max_rss": sampler.max_rss,
+            **{k: rel[k] for k in ("sends_s", "release_s", "server_cpu_share")}}
+
+
+def scenario_waiters(b: Bench, cfg: Config) -> dict:
+    runs, runs_file = b.make_runs(cfg.w_runs)
+    total = len(runs) * cfg.w_streams * cfg.w_readers
+    out: dict = {w: [] for w in cfg.ways}
+    out["shape"] = {"runs": len(runs), "streams_per_run": cfg.w_streams,
+                    "readers_per_stream": cfg.w_readers, "readers": total}
+    for rep in range(cfg.w_reps):
+        for way in cfg.ways:
+            b.log(f"waiters {way} rep {rep}")
+            if way == "triggerfs":
+                out[way].append(attempt(lambda: waiters_triggerfs(b, cfg, runs, runs_file, rep)))
+            else:
+                out[way].append(attempt(lambda: waiters_process(b, cfg, way, runs_file,
+                                                                total, rep)))
+    return out
+
+
+# ---- 4. cost per record (and 5. retained bytes) ------------------------------
+
+def cost_send(b: Bench, m: Mount, run: str, n: int, reps: int) -> float:
+    """Daemon CPU per record sent with `cat > input/S`, microseconds."""
+    records, cpu = b.records_file(n), 0.0
+    for r in range(reps):
+        c0 = m.cpu_s()
+        b.shell(CAT, [str(records), str(m.stream(run, f"cost-send-{n}-{r}"))],
+                "cost-cat", timeout=60 + n / 200)
+        cpu += m.cpu_s() - c0
+    return cpu / (n * reps) * 1e6
+
+
+def cost_deliver(b: Bench, m: Mount, run: str, n: int, reps: int) -> dict:
+    """Daemon CPU per record delivered to one `head -n N input/S` while
+    bench-direct sends; and the memory the received log holds."""
+    records, cpu, out = b.records_file(n), 0.0, {}
+    for r in range(reps):
+        stream = f"cost-deliver-{n}-{r}"
+        reader = b.spawn(["sh", "-c", 'head -n "$1" "$2" > /dev/null', "sh", str(n),
+                          str(m.stream(run, stream))], "cost-head")
+        try:
+            m.wait_parked(1, 60)
+            rss0, c0 = m.status()["rss"], m.cpu_s()
+            b.run([b.prog("bench/bench-direct"), "send", str(records), run, stream],
+                  "cost-direct-send", timeout=60 + n / 200)
+            if reader.wait(60) != 0:
+                raise BenchError(f"head: {reader.log_tail()}")
+            cpu += m.cpu_s() - c0
+            held = os.stat(m.stream(run, stream, "log")).st_size
+            out = {"log_bytes": held, "rss_growth": m.status()["rss"] - rss0}
+        finally:
+            reader.stop()
+    out["us_per_record"] = cpu / (n * reps) * 1e6
+    return out
+
+
+def scenario_cost(b: Bench, cfg: Config, run: str) -> dict:
+    out: dict = {"send_us": {}, "deliver_us": {}, "repeats": {}}
+    with b.mount("cost") as m:
+        out["idle_rss"] = m.status()["rss"]
+        for n in cfg.cost_sizes:
+            reps = max(1, cfg.cost_min_records // n)
+            out["repeats"][str(n)] = reps
+            b.log(f"cost {n} x {reps}")
+            res = attempt(lambda: {"send": cost_send(b, m, run, n, reps),
+                                   "deliver": cost_deliver(b, m, run, n, reps)})
+            if "error" in res:
+                out.setdefault("errors", {})[str(n)] = res["error"]
+                continue
+            out["send_us"][str(n)] = res["send"]
+            out["deliver_us"][str(n)] = res["deliver"]["us_per_record"]
+            out["retained"] = {k: res["deliver"][k] for k in ("log_bytes", "rss_growth")}
+    return out
+
+
+# ---- 5. memory -------------------------------------------------------------
+
+def scenario_memory(results: dict) -> dict:
+    """Derived from the many-waiters mount (idle, one reader per stream, all
+    readers) and from the largest delivery of the cost scenario."""
+    out: dict = {}
+    fs = [r for r in results.get("waiters", {}).get("triggerfs", []) if "error" not in r]
+    if fs:
+        def med(key: Callable[[dict], float]) -> float:
+            v = sorted(key(r) for r in fs)
+            return v[len(v) // 2]
+        out["idle_rss"] = med(lambda r: r["idle_rss"])
+        out["per_stream"] = med(lambda r: (r["one_reader_per_stream_rss"] - r["idle_rss"])
+                                / r["streams"])
+        out["per_reader"] = med(lambda r: (r["rss"] - r["one_reader_per_stream_rss"])
+                                / (r["readers"] - r["streams"]))
+    retained = results.get("cost", {}).get("retained")
+    if retained and retained["log_bytes"]:
+        out["per_retained_byte"] = retained["rss_growth"] / retained["log_bytes"]
+        out["retained_log_bytes"] = retained["log_bytes"]
+    if "idle_rss" not in out and "idle_rss" in results.get("cost", {}):
+        out["idle_rss"] = results["cost"]["idle_rss"]
+    return out
+
+
+def run_all(b: Bench, cfg: Config, only: Optional[set]) -> dict:
+    want = (lambda s: only is None or s in only)
+    need_run = any(want(s) for s in ("send", "latency", "cost", "memory"))
+    run = b.make_runs(1)[0][0] if need_run else ""
+    results: dict = {}
+    steps = [("send", lambda: scenario_send(b, cfg, run)),
+             ("latency", lambda: scenario_latency(b, cfg, run)),
+             ("waiters", lambda: scenario_waiters(b, cfg)),
+             ("cost", lambda: scenario_cost(b, cfg, run))]
+    for name, fn in steps:
+        if want(name) or (name in ("waiters", "cost") and want("memory")):
+            t0 = time.monotonic()
+            results[name] = attempt(fn)
+            results[name]["wall_s"] = time.monotonic() - t0
+    if want("memory"):
+        results["memory"] = scenario_memory(results)
+    return results
