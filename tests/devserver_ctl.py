@@ -150,7 +150,8 @@ class DevServer:
             if ready:
                 chunk = os.read(fd, 4096)
                 if not chunk:
-                    raise RuntimeError(f"devserver exited ({self.proc.wait()}):\n{self.log_tail()}")
+                    raise RuntimeError(f"devserver exited ({self.proc.wait()}):\n"
+                                       f"{self.log_tail()}")
                 out += chunk
         return int(_LISTENING.search(out).group(1))
 
@@ -285,7 +286,7 @@ class DevServer:
             headers: Optional[dict] = None, timeout: float = 10.0) -> SSE:
         return SSE(self, self.stream_path(run, stream), token, headers, timeout)
 
-    def raw_records(self, run: str, stream: str, last_event_id: Optional[int] = None,
+    def raw_records(self, run: str, stream: str, last_event_id: Any = None,
                     token: Optional[str] = None, timeout: float = 10.0) -> list:
         """Every stored record after `last_event_id`, as the records[] dicts
         of the SSE batches, read until caught up (a batch whose tail says
@@ -309,7 +310,7 @@ class DevServer:
                     break
         raise AssertionError(f"SSE for {run}/{stream} did not catch up within {timeout}s")
 
-    def records(self, run: str, stream: str, last_event_id: Optional[int] = None,
+    def records(self, run: str, stream: str, last_event_id: Any = None,
                 token: Optional[str] = None, timeout: float = 10.0) -> list:
         """[(seq, value sent)] read through SSE until caught up."""
         return [(r["seq_num"], envelope_value(r["body"]))

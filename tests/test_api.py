@@ -29,11 +29,6 @@ ENVELOPE = re.compile(r'\{"data":("(?:[^"\\]|\\.)*"),"id":"inp_[0-9a-f]{12}"\}')
 MIB = 1024 * 1024
 
 
-def absent(secret: str, text: str) -> bool:
-    """`secret not in text`, without pytest printing either on failure."""
-    return secret not in text
-
-
 def stream(run: str, name: str = "chat") -> str:
     return DevServer.stream_path(run, name)
 
@@ -77,17 +72,17 @@ def test_claims_needs_the_secret_key(server, run):
 def test_malformed_jwts_are_401(server, run):
     good = server.mint([f"write:inputStreams:{run}"])
     head, payload, sig = good.split(".")
-    cases = {
-        "abc.def.ghi": INVALID_KEY,                         # not a token at all
-        head + "." + payload: INVALID_KEY,                  # two parts
-        "eyJhbGciOiJIUzI1NiJ9.bm90IGpzb24.sig": INVALID_KEY,  # payload not JSON
-        server.mint([f"write:inputStreams:{run}"], pub=False): INVALID_KEY,
-        f"{head}.{payload}.{sig[:-4]}AAAA": TOKEN_INVALID,  # tampered signature
-        f"{head}.{payload}.": TOKEN_INVALID,                # no signature
-    }
-    for token, expected in cases.items():
+    cases = [
+        ("not a token at all", "abc.def.ghi", INVALID_KEY),
+        ("two parts", head + "." + payload, INVALID_KEY),
+        ("payload not JSON", "eyJhbGciOiJIUzI1NiJ9.bm90IGpzb24.sig", INVALID_KEY),
+        ("pub not true", server.mint([f"write:inputStreams:{run}"], pub=False), INVALID_KEY),
+        ("tampered signature", f"{head}.{payload}.{sig[:-4]}AAAA", TOKEN_INVALID),
+        ("no signature", f"{head}.{payload}.", TOKEN_INVALID),
+    ]
+    for label, token, expected in cases:
         status, _, body = server.api("POST", stream(run), {"data": 1}, token=token)
-        assert (status, body) == (401, expected), token
+        assert (status, body) == (401, expected), label
 
 
 def test_expired_jwt_is_401(server, run):
@@ -199,8 +194,10 @@ def test_request_log_records_the_credential_kind_and_never_the_key(server, run):
     assert [(e["status"], e["auth"]) for e in entries] == \
         [(200, "secret"), (200, "jwt"), (401, "none")]
     assert entries[1]["scopes"] == [f"write:inputStreams:{run}"]
-    for text in (server.request_log.read_text(), server.stderr_log.read_text()):
-        assert absent(server.secret_key, text) and absent(token, text)
+    logs = server.request_log.read_text() + server.stderr_log.read_text()
+    # Booleans first, so that a failure does not print the credentials.
+    key_leaked, token_leaked = server.secret_key in logs, token in logs
+    assert not key_leaked and not token_leaked, "a credential appears in the logs"
     assert f"POST {path} -> 200 [jwt]" in server.stderr_log.read_text()
 
 
@@ -480,6 +477,14 @@ def test_sse_resume_with_last_event_id(server, run):
         server.send(run, "chat", i)
     assert server.records(run, "chat", last_event_id=1) == [(2, 2), (3, 3)]
     assert server.records(run, "chat", last_event_id=3) == []
+    # The real server reads Last-Event-ID as a number: the S2 `id:` value
+    # (seq,count,bytes) is not one, so it replays from the start.
+    assert [seq for seq, _ in server.records(run, "chat", last_event_id="1,2,134")] == \
+        [0, 1, 2, 3]
+    # X-Trigger-Stream-Start: latest (no Last-Event-ID) starts at the last record.
+    with server.sse(run, "chat", headers={"X-Trigger-Stream-Start": "latest",
+                                          "Timeout-Seconds": "1"}) as s:
+        assert [r["seq_num"] for r in json.loads(next(s.events())["data"])["records"]] == [3]
     # Past the tail: waits at the tail (S2 clamps), the next record is seq 4.
     with server.sse(run, "chat", headers={"Last-Event-ID": "99",
                                           "Timeout-Seconds": "30"}) as s:
@@ -574,8 +579,8 @@ def test_secret_key_file_and_env(make_server, tmp_path):
 
 def test_print_env(tmp_path):
     db = tmp_path / "p.db"
-    out = subprocess.run([str(DEVSERVER), "--print-env", "--demo", "--port", "4999", "--db", str(db)],
-                         capture_output=True, text=True, timeout=30, check=True).stdout
+    argv = [str(DEVSERVER), "--print-env", "--demo", "--port", "4999", "--db", str(db)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
     key_file = tmp_path / "p.db.key"
     script = out + f'\n[ "$(printenv TRIGGER_SECRET_KEY)" = "$(cat {key_file})" ] && ' \
                    'echo "$TRIGGER_API_URL $TRIGGER_DEMO_RUN same-key"'
@@ -641,6 +646,15 @@ def test_wait_times_out(server, run):
     assert body["completedAt"] == body["timeoutAt"]
     server.send(run, "approval", "too late")
     assert waitpoint(server, wp)["status"] == "TIMED_OUT"
+    # An ISO date works too; one in the past means no timeout.
+    soon = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + 2)) + ".000Z"
+    wp = create_wait(server, run, {"streamId": "iso", "timeout": soon})
+    assert waitpoint(server, wp)["timeoutAt"] == soon
+    past = create_wait(server, run, {"streamId": "past", "timeout": "2001-01-01T00:00:00Z"})
+    assert "timeoutAt" not in waitpoint(server, past)
+    wait_for(lambda: waitpoint(server, wp)["status"] == "TIMED_OUT", timeout=5, interval=0.05,
+             what="TIMED_OUT at the ISO date")
+    assert waitpoint(server, past)["status"] == "WAITING"
 
 
 def test_wait_idempotency_and_errors(server, run):

@@ -301,7 +301,7 @@ class Store:
 
     def waitpoint_by_idempotency_key(self, key: str) -> Optional[Waitpoint]:
         row = self.db.execute(
-            f"SELECT id FROM waitpoints WHERE idempotency_key=? AND user_key=1"
+            "SELECT id FROM waitpoints WHERE idempotency_key=? AND user_key=1"
             " AND (idempotency_expires IS NULL OR idempotency_expires > ?)"
             " ORDER BY created_at DESC LIMIT 1", (key, now_ms())).fetchone()
         return self.get_waitpoint(row[0]) if row else None
