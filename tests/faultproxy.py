@@ -4,6 +4,7 @@ client) and the local API server, driven from the test:
     proxy = FaultProxy(server.port)          # pass-through
     mount = mount_factory(api_url=proxy.url)
     proxy.stall()        # connections stay open, no byte moves either way
+    proxy.stall(new=False)  # only the connections open now stall
     proxy.passthrough()  # everything flows again (held bytes included)
     proxy.cut_all()      # reset every open connection now
     proxy.cut_after_request("POST")  # each POST reaches the server, its
@@ -42,6 +43,11 @@ def _reset_on_close(writer: asyncio.StreamWriter) -> None:
             pass
 
 
+def _credential_kind(value: str) -> str:
+    token = value.partition(" ")[2]
+    return "secret" if token.startswith("tr_") else "jwt" if token.startswith("eyJ") else "other"
+
+
 class _Requests:
     """Splits one connection's client bytes into HTTP/1.1 requests."""
 
@@ -51,7 +57,8 @@ class _Requests:
         self.current: Optional[tuple] = None
 
     def feed(self, data: bytes) -> list:
-        """-> the (method, path) of each request completed by `data`."""
+        """-> (method, path, {lowercase header: value}) of each request
+        completed by `data`."""
         done = []
         while data:
             if self.current is not None:
@@ -70,12 +77,14 @@ class _Requests:
             self.head = b""
             lines = head.decode("latin-1").split("\r\n")
             parts = lines[0].split(" ")
-            self.body_left = 0
+            headers = {}
             for line in lines[1:]:
                 name, _, value = line.partition(":")
-                if name.strip().lower() == "content-length":
-                    self.body_left = int(value.strip() or 0)
-            self.current = (parts[0], parts[1] if len(parts) > 1 else "")
+                headers[name.strip().lower()] = value.strip()
+            if "authorization" in headers:     # never keep a credential
+                headers["authorization"] = _credential_kind(headers["authorization"])
+            self.body_left = int(headers.get("content-length") or 0)
+            self.current = (parts[0], parts[1] if len(parts) > 1 else "", headers)
             if self.body_left == 0:
                 done.append(self.current)
                 self.current = None
@@ -89,6 +98,7 @@ class _Conn:
         self.requests = _Requests()
         self.cut_pending: Optional[float] = None   # when the request went up
         self.tasks: list = []
+        self.flowing = asyncio.Event()
 
     def abort(self) -> None:
         for w in (self.client_w, self.upstream_w):
@@ -104,10 +114,10 @@ class FaultProxy:
         self.upstream = (upstream_host, upstream_port)
         self.port = port
         self.connections = 0          # accepted so far
-        self.requests: list = []      # (method, path) of every request forwarded
+        self.requests: list = []      # (method, path, headers) of every request forwarded
         self.cuts = 0                 # connections reset by cut_all/cut_after_request
         self._conns: set = set()
-        self._flowing: Optional[asyncio.Event] = None
+        self._stall_new = False
         self._delay = 0.0
         self._cut_methods: Optional[tuple] = None
         self._server: Optional[asyncio.base_events.Server] = None
@@ -129,10 +139,10 @@ class FaultProxy:
         accept new connections."""
         self._call(self._set(flowing=True, delay=0.0, cut=None, listen=True))
 
-    def stall(self) -> None:
-        """Open connections and new ones stay open, but no byte moves either
-        way until passthrough()."""
-        self._call(self._set(flowing=False))
+    def stall(self, new: bool = True) -> None:
+        """Open connections (and with new=True, new ones too) stay open, but
+        no byte moves either way until passthrough()."""
+        self._call(self._set(flowing=False, stall_new=new))
 
     def delay(self, seconds: float) -> None:
         self._call(self._set(delay=seconds))
@@ -161,7 +171,12 @@ class FaultProxy:
 
     def requests_to(self, method: str, path_prefix: str = "") -> int:
         with self._lock:
-            return sum(1 for m, p in self.requests if m == method and p.startswith(path_prefix))
+            return sum(1 for m, p, _ in self.requests
+                       if m == method and p.startswith(path_prefix))
+
+    def requests_list(self) -> list:
+        with self._lock:
+            return list(self.requests)
 
     def wait(self, predicate, timeout: float = 10.0, what: str = "proxy condition"):
         deadline = time.monotonic() + timeout
@@ -190,8 +205,6 @@ class FaultProxy:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(15)
 
     async def _init(self) -> None:
-        self._flowing = asyncio.Event()
-        self._flowing.set()
         await self._listen()
 
     async def _listen(self) -> None:
@@ -201,11 +214,15 @@ class FaultProxy:
             self.port = self._server.sockets[0].getsockname()[1]
 
     async def _set(self, flowing: Optional[bool] = None, delay: Optional[float] = None,
-                   cut: object = False, listen: Optional[bool] = None) -> None:
-        if flowing is True:
-            self._flowing.set()
-        elif flowing is False:
-            self._flowing.clear()
+                   cut: object = False, listen: Optional[bool] = None,
+                   stall_new: bool = False) -> None:
+        if flowing is not None:
+            self._stall_new = not flowing and stall_new
+            for c in self._conns:
+                if flowing:
+                    c.flowing.set()
+                else:
+                    c.flowing.clear()
         if delay is not None:
             self._delay = delay
         if cut is not False:
@@ -236,6 +253,8 @@ class FaultProxy:
     async def _handle(self, client_r: asyncio.StreamReader,
                       client_w: asyncio.StreamWriter) -> None:
         conn = _Conn(client_w)
+        if not self._stall_new:
+            conn.flowing.set()
         with self._lock:
             self.connections += 1
             self._conns.add(conn)
@@ -261,7 +280,7 @@ class FaultProxy:
                 if dst.can_write_eof() and not dst.is_closing():
                     dst.write_eof()
                 return
-            await self._flowing.wait()
+            await conn.flowing.wait()
             if self._delay:
                 await asyncio.sleep(self._delay)
             if upward:
@@ -278,9 +297,9 @@ class FaultProxy:
                 asyncio.get_running_loop().call_later(CUT_ANSWER_WAIT, self._cut, conn)
 
     def _count(self, conn: _Conn, data: bytes) -> None:
-        for method, path in conn.requests.feed(data):
+        for method, path, headers in conn.requests.feed(data):
             with self._lock:
-                self.requests.append((method, path))
+                self.requests.append((method, path, headers))
             cut = self._cut_methods
             if cut is not None and (not cut or method in cut):
                 conn.cut_pending = time.monotonic()

@@ -1,0 +1,423 @@
+"""Faults: the server killed and restarted under a stream, stalled
+connections, sends while the server is down, readers killed and
+interrupted by the hundred, the daemon killed or unmounted under blocked
+readers.  Fast versions for CI; scripts/soak runs the long ones."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from devserver_ctl import DevServer, wait_for
+from faultproxy import FaultProxy
+from mount_ctl import (SLACK, Lines, Mount, kill_group, lazy_unmount, mount,  # noqa: F401
+                       mount_factory, mounted, sh, spawn_sh)
+
+
+@pytest.fixture
+def proxy_factory():
+    """proxy_factory(upstream_port) -> a FaultProxy closed after the test."""
+    proxies: list = []
+
+    def make(port: int) -> FaultProxy:
+        proxies.append(FaultProxy(port))
+        return proxies[-1]
+
+    yield make
+    for p in proxies:
+        p.close()
+
+
+class KillableMount(Mount):
+    """A Mount whose daemon the test itself kills: its status is expected."""
+
+    def kill9(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.wait_exit()
+        self._expect_exit = True
+
+
+def send_retrying(srv: DevServer, run: str, stream: str, value, timeout: float = 30.0) -> None:
+    """Send through the API, retrying while the server is down (a send
+    whose answer was lost may be stored twice; tests compare with what the
+    server holds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            srv.send(run, stream, value)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def start_cats(path: str, n: int, out_dir: Path) -> list:
+    """n `cat path` readers, each writing to out_dir/cat<i>."""
+    procs = []
+    for i in range(n):
+        with open(out_dir / f"cat{i}", "wb") as out:
+            procs.append(subprocess.Popen(["cat", path], stdin=subprocess.DEVNULL, stdout=out,
+                                          stderr=subprocess.PIPE, start_new_session=True))
+    return procs
+
+
+def line_count(path: Path) -> int:
+    with open(path, "rb") as f:
+        return f.read().count(b"\n")
+
+
+def compact(value) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+# ------------------------------------------------ the server killed under a stream
+
+def stream_with_restarts(srv: DevServer, run: str, stream: str, records: int,
+                         restart_every: float, duration: float) -> int:
+    """Send `records` values {"i": n} paced over `duration` seconds while
+    another thread kill -9s and restarts the server every `restart_every`
+    seconds. Returns the number of restarts."""
+    stop = threading.Event()
+    restarts = 0
+    failure: list = []
+
+    def killer() -> None:
+        nonlocal restarts
+        try:
+            while not stop.wait(restart_every):
+                srv.kill9()
+                srv.start()
+                restarts += 1
+        except BaseException as e:      # reported by the main thread
+            failure.append(e)
+
+    t = threading.Thread(target=killer, name="server-killer")
+    t.start()
+    try:
+        t0 = time.monotonic()
+        for i in range(records):
+            send_retrying(srv, run, stream, {"i": i})
+            # Paced, so that the stream spans several restarts.
+            ahead = t0 + duration * (i + 1) / records - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+    finally:
+        stop.set()
+        t.join()
+    if failure:
+        raise failure[0]
+    if srv.proc is None:
+        srv.start()
+    return restarts
+
+
+def check_readers_got_the_stream(srv: DevServer, run: str, stream: str, records: int,
+                                 cats: list, outs: list, timeout: float) -> None:
+    stored = srv.records(run, stream, timeout=30)
+    # Every value is stored (retried sends whose answer was lost may be
+    # stored twice: that is the server's doing, and readers must see it).
+    assert sorted({v["i"] for _, v in stored}) == list(range(records))
+    want = [compact(v) for _, v in stored]
+    wait_for(lambda: all(line_count(o) >= len(want) for o in outs), timeout,
+             what=f"{len(cats)} readers to get {len(want)} records: "
+                  f"{[line_count(o) for o in outs]}")
+    srv.cancel(run)
+    for p in cats:
+        _, err = p.communicate(timeout=10 * SLACK)
+        assert p.returncode == 0, err        # end of file: the run finished
+    for o in outs:
+        got = o.read_text().splitlines()
+        assert got == want, f"{o.name}: {first_difference(got, want)}"
+
+
+def first_difference(got: list, want: list) -> str:
+    for i, (a, b) in enumerate(zip(got, want)):
+        if a != b:
+            return f"line {i}: {a!r}, want {b!r}"
+    return f"{len(got)} lines, want {len(want)}"
+
+
+def test_readers_get_every_record_once_while_the_server_is_killed(
+        make_server, mount_factory, tmp_path):
+    srv = make_server(args=("--no-fsync", "-q"))
+    run, _ = srv.trigger_run()
+    m = mount_factory(api_url=srv.url, key=srv.secret_key)
+    path = m.input(run, "s")
+    cats = start_cats(path, 4, tmp_path)
+    outs = [tmp_path / f"cat{i}" for i in range(4)]
+    try:
+        m.wait_parked(4)
+        restarts = stream_with_restarts(srv, run, "s", 1000, restart_every=1.0, duration=6.0)
+        assert restarts >= 4
+        check_readers_got_the_stream(srv, run, "s", 1000, cats, outs, 20 * SLACK)
+    finally:
+        for p in cats:
+            kill_group(p)
+
+
+# ------------------------------------------------ stalled connections
+
+def stream_gets(proxy: FaultProxy, run: str, stream: str) -> list:
+    path = DevServer.stream_path(run, stream)
+    return [h for m, p, h in proxy.requests_list() if m == "GET" and p == path]
+
+
+@pytest.fixture
+def proxied(server, mount_factory, proxy_factory, run):
+    """(mount through a proxy, proxy, a reader's Lines, path) with record 0
+    already read by a `cat` of input/s."""
+    proxy = proxy_factory(server.port)
+    m = mount_factory(api_url=proxy.url)
+    server.send(run, "s", 0)
+    reader = spawn_sh('exec cat "$S"', env={"S": m.input(run, "s")})
+    try:
+        lines = Lines(reader.stdout.fileno())
+        assert lines.next()[0] == "0"
+        m.wait_parked(1)
+        yield m, proxy, lines
+    finally:
+        kill_group(reader)
+
+
+def test_stalled_subscription_is_replaced_and_resumes(proxied, server, run):
+    m, proxy, lines = proxied
+    assert len(stream_gets(proxy, run, "s")) == 1
+    proxy.stall(new=False)          # this connection goes silent, new ones work
+    t0 = time.monotonic()
+    for i in (1, 2, 3):
+        server.send(run, "s", i)
+    got = [lines.next(timeout=25 * SLACK)[0] for _ in range(3)]
+    elapsed = time.monotonic() - t0
+    assert got == ["1", "2", "3"]
+    # Found out by the silence (15 s without a byte, pings come every 5 s).
+    assert 10 < elapsed < 20 * SLACK, elapsed
+    gets = stream_gets(proxy, run, "s")
+    assert len(gets) == 2, gets
+    assert gets[1].get("last-event-id") == "0", gets[1]
+    server.send(run, "s", 4)        # nothing repeated before it
+    assert lines.next()[0] == "4"
+
+
+def test_delivery_resumes_when_a_stall_is_lifted(proxied, server, run):
+    m, proxy, lines = proxied
+    proxy.stall()
+    for i in (1, 2, 3):
+        server.send(run, "s", i)
+    assert lines.quiet(1.0), "a record got through a stalled connection"
+    proxy.passthrough()
+    assert [lines.next()[0] for _ in range(3)] == ["1", "2", "3"]
+    server.send(run, "s", 4)
+    assert lines.next()[0] == "4"
+
+
+def test_connections_cut_under_a_reader_lose_and_repeat_nothing(proxied, server, run):
+    m, proxy, lines = proxied
+    for cut in range(1, 7):
+        for i in range(5 * cut - 4, 5 * cut + 1):
+            server.send(run, "s", i)
+        assert proxy.cut_all() >= 1     # with records on the way, maybe
+        proxy.wait(lambda: len(stream_gets(proxy, run, "s")) == cut + 1, 10 * SLACK,
+                   "the subscription to reconnect")
+    assert [lines.next()[0] for _ in range(30)] == [str(i) for i in range(1, 31)]
+    server.send(run, "s", 31)
+    assert lines.next()[0] == "31"
+    # Each reconnect resumed after the last record the daemon had.
+    assert all("last-event-id" in h for h in stream_gets(proxy, run, "s")[1:])
+
+
+# ------------------------------------------------ sends while the server is down
+
+def write_line(path: str, line: bytes) -> tuple:
+    """-> (errno or 0, seconds) of one write(2) of `line` on a fresh open."""
+    fd = os.open(path, os.O_WRONLY)
+    t0 = time.monotonic()
+    try:
+        os.write(fd, line)
+        return 0, time.monotonic() - t0
+    except OSError as e:
+        return e.errno, time.monotonic() - t0
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def test_sends_while_the_server_is_down_retry_until_send_timeout(make_server, mount_factory):
+    srv = make_server(args=("-q",))
+    run, _ = srv.trigger_run()
+    m = mount_factory(api_url=srv.url, key=srv.secret_key, options=["send_timeout=3s"])
+    path = m.input(run, "chat")
+    assert write_line(path, b"1\n")[0] == 0
+
+    # Down for less than send_timeout: the write waits and succeeds.
+    srv.kill9()
+    result: list = []
+    writer = threading.Thread(target=lambda: result.append(write_line(path, b"2\n")))
+    writer.start()
+    srv.start()
+    writer.join(10 * SLACK)
+    assert result and result[0][0] == 0, result
+
+    # Down for longer: retried until send_timeout, then EIO.
+    srv.kill9()
+    err, elapsed = write_line(path, b"3\n")
+    assert err == errno.EIO, os.strerror(err) if err else "the write succeeded"
+    assert 3 - 0.5 < elapsed < 3 + 2 * SLACK, elapsed
+    srv.start()
+    assert write_line(path, b"4\n")[0] == 0
+    # What succeeded was stored, once; what failed was not (sends on one
+    # stream are ordered, so a late "3" would come before "4").
+    assert [v for _, v in srv.records(run, "chat")] == [1, 2, 4]
+
+
+def test_a_send_on_a_stalled_connection_fails_at_send_timeout(server, mount_factory,
+                                                             proxy_factory, run):
+    proxy = proxy_factory(server.port)
+    m = mount_factory(api_url=proxy.url, options=["send_timeout=2s"])
+    path = m.input(run, "chat")
+    assert write_line(path, b"1\n")[0] == 0
+    proxy.stall()
+    err, elapsed = write_line(path, b"2\n")
+    assert err in (errno.EIO, errno.ETIMEDOUT), os.strerror(err) if err else "succeeded"
+    assert 2 - 0.5 < elapsed < 2 + 2 * SLACK, elapsed
+    proxy.cut_all()                 # what the stall held never arrives
+    proxy.passthrough()
+    assert write_line(path, b"3\n")[0] == 0
+    assert [v for _, v in server.records(run, "chat")] == [1, 3]
+
+
+# ------------------------------------------------ readers killed and interrupted
+
+STORM_READER = textwrap.dedent("""
+    import os, signal, sys, threading
+    signal.signal(signal.SIGUSR1, lambda *a: None)
+    path, n = sys.argv[1], int(sys.argv[2])
+    lock = threading.Lock()
+
+    def reader(k):
+        fd = os.open(path, os.O_RDONLY)
+        buf = b""
+        while True:
+            chunk = os.read(fd, 65536)   # EINTR is retried (PEP 475)
+            if not chunk:
+                return
+            buf += chunk
+            while b"\\n" in buf:
+                line, _, buf = buf.partition(b"\\n")
+                with lock:
+                    sys.stdout.write(f"{k} {line.decode()}\\n")
+                    sys.stdout.flush()
+
+    for k in range(n):
+        threading.Thread(target=reader, args=(k,), daemon=True).start()
+    threading.Event().wait()
+""")
+
+
+def test_300_blocked_readers_killed_and_interrupted(mount, server, run, tmp_path):
+    path = mount.input(run, "s")
+    cats = start_cats(path, 250, tmp_path)
+    storm = [subprocess.Popen(["/usr/bin/python3", "-c", STORM_READER, path, "10"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, start_new_session=True)
+             for _ in range(5)]
+    try:
+        mount.wait_parked(300, timeout=30 * SLACK)
+        # The storm: 2 s of SIGUSR1 to 50 reading threads (each read is
+        # interrupted, answered EINTR and parked again), while half of the
+        # cats die of SIGINT and the other half of SIGKILL.
+        end = time.monotonic() + 2.0
+        doomed = iter(cats)
+        while time.monotonic() < end:
+            for p in storm:
+                os.kill(p.pid, signal.SIGUSR1)
+            for p in (next(doomed, None) for _ in range(4)):
+                if p is not None:
+                    os.kill(p.pid, signal.SIGINT if p.pid % 2 else signal.SIGKILL)
+            assert mount.stats()["parked_reads"] <= 300
+            time.sleep(0.01)
+        for p in cats:
+            kill_group(p)
+        # The storm readers are all parked again, each exactly once.
+        mount.wait_parked(50, timeout=10 * SLACK)
+        server.send(run, "s", {"after": "storm"})
+        got = []
+        for p in storm:
+            lines = Lines(p.stdout.fileno())
+            got += [lines.next()[0] for _ in range(10)]
+        assert sorted(got) == sorted(f'{k} {{"after":"storm"}}' for k in range(10)
+                                     for _ in range(5))
+        for p in storm:
+            os.kill(p.pid, signal.SIGKILL)
+        stats = mount.wait_stats(parked_reads=0, open_handles=0)
+        assert stats["parked_reads"] == 0
+        assert sh('ls "$M"/runs >/dev/null', env={"M": mount.mnt}).returncode == 0
+    finally:
+        for p in cats + storm:
+            kill_group(p)
+
+
+# ------------------------------------------------ the daemon goes away under readers
+
+def blocked_readers(m: Mount, run: str, n: int) -> list:
+    procs = [spawn_sh('exec cat "$S"', env={"S": m.input(run, "s")}) for _ in range(n)]
+    try:
+        m.wait_parked(n)
+    except BaseException:
+        for p in procs:
+            kill_group(p)
+        raise
+    return procs
+
+
+@pytest.mark.parametrize("how", ["sigkill", "sigterm", "lazy-unmount"])
+def test_readers_get_errors_when_the_daemon_goes_away_then_remount(
+        how, server, mount_factory, run):
+    server.send(run, "s", 1)
+    m = KillableMount(server.url, key=server.secret_key).start()
+    procs: list = []
+    try:
+        procs = blocked_readers(m, run, 3)
+        for p in procs:             # each reader has read record 1 first
+            assert Lines(p.stdout.fileno()).next()[0] == "1"
+        t0 = time.monotonic()
+        if how == "sigkill":
+            m.kill9()
+        elif how == "sigterm":
+            m.signal(signal.SIGTERM)
+        else:
+            lazy_unmount(m.mnt)
+        for p in procs:
+            _, err = p.communicate(timeout=5 * SLACK)
+            # An error, not end of file (the run goes on) and not a hang.
+            assert p.returncode == 1 and b"cat:" in err, (p.returncode, err)
+        assert time.monotonic() - t0 < 3 * SLACK
+        if how == "sigkill":
+            assert mounted(m.mnt)   # a dead mount stays until unmounted
+            r = sh('stat "$M"', env={"M": m.mnt})
+            assert b"Transport endpoint is not connected" in r.stderr, r.stderr
+            assert subprocess.run(["fusermount3", "-u", m.mnt], timeout=10).returncode == 0
+        else:
+            assert m.wait_exit() == 0
+        assert not mounted(m.mnt)
+        # Mounted again on the same directory, the stream is all there.
+        m2 = mount_factory(mountpoint=m.mnt)
+        server.send(run, "s", 2)
+        r = sh('head -n2 "$S"', env={"S": m2.input(run, "s")})
+        assert r.stdout == b"1\n2\n", r
+    finally:
+        for p in procs:
+            kill_group(p)
+        problems = m.stop()
+        assert not problems, problems
