@@ -524,14 +524,14 @@ def test_trigger_sends_a_superjson_payload(sdk, server):
     assert (got["taskIdentifier"], got["payload"]) == ("sdk/task one", {"a": [1, "2"]})
 
 
-def test_runs_retrieve_parses_a_live_and_a_finished_run(sdk, server, run):
+def test_runs_retrieve_and_cancel(sdk, server, run):
     out = sdk.run("retrieve", RUN_ID=run)[0]
     got = out["run"]
     assert got["id"] == run and got["status"] == "EXECUTING"
     assert got["isExecuting"] is True and got["isCompleted"] is False
     assert "finishedAt" not in got
     assert {"createdAt", "updatedAt"} <= set(out["dates"])
-    server.cancel(run)
+    assert sdk.run("cancel", RUN_ID=run) == [{"id": run}]
     out = sdk.run("retrieve", RUN_ID=run)[0]
     got = out["run"]
     assert got["status"] == "CANCELED"
@@ -539,6 +539,9 @@ def test_runs_retrieve_parses_a_live_and_a_finished_run(sdk, server, run):
     assert "finishedAt" in out["dates"]
     missing = sdk.run("retrieve", expect_rc=2, RUN_ID="run_doesnotexist0000")[0]
     assert (missing["status"], missing["error"]) == (404, "Run not found")
+    # A canceled run takes no more input.
+    out = sdk.run("send", ["1"], expect_rc=2, RUN_ID=run, STREAM_ID="s")
+    assert (out[0]["status"], out[0]["name"]) == (400, "BadRequestError")
 
 
 def test_runs_list_parses_pages(sdk, server):
