@@ -371,6 +371,52 @@ def test_reconnects_after_done_without_loss_or_repeat(server, run):
         assert sub.events() == ["#caught-up", "#closed"]
 
 
+def test_reopens_before_the_server_hold_ends(server, run):
+    # Held 21 s by the server; the client re-opens 10 s before that.
+    path = DevServer.stream_path(run, "reopen")
+
+    def gets() -> list:
+        return [e["ts"] for e in server.request_log_entries()
+                if e["method"] == "GET" and e["path"] == path]
+    with Subscriber(server, run, "reopen",
+                    extra_env={"TRIGGER_SSE_TIMEOUT_SECONDS": "21"}) as sub:
+        server.send(run, "reopen", "before")
+        sub.wait_records(1)
+        first, second = wait_for(lambda: gets() if len(gets()) >= 2 else None, 20,
+                                 what="a re-open")[:2]
+        assert 9 < second - first < 15, (first, second)
+        server.send(run, "reopen", "after")
+        assert sub.wait_records(2) == [(0, "before"), (1, "after")]
+        assert sub.events() == ["#caught-up"]
+
+
+def test_caught_up_after_quiet_second_when_server_says_nothing(server, run):
+    # A server with neither tail nor ping: one record, then silence.
+    batch = json.dumps({"records": [{"seq_num": 0, "timestamp": 1, "body": json.dumps(
+        {"data": compact({"q": 1}), "id": "inp_000000000001"})}]})
+    answer = ("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+              f"event: batch\ndata: {batch}\n\n").encode()
+    token = server.mint([f"read:runs:{run}"])
+    with socket.socket() as quiet:
+        quiet.bind(("127.0.0.1", 0))
+        quiet.listen(4)
+        quiet.settimeout(10)
+        url = "http://127.0.0.1:%d" % quiet.getsockname()[1]
+        with Subscriber(server, run, "q", token=token,
+                        extra_env={"TRIGGER_API_URL": url}) as sub:
+            conn = quiet.accept()[0]
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(4096)
+                conn.sendall(answer)
+                sub.wait_records(1)
+                got_record = time.monotonic()
+                sub.wait_event("#caught-up")
+                assert time.monotonic() - got_record > 0.8
+                assert sub.lines == ['0\t{"q":1}', "#caught-up"]
+
+
 def test_stalled_connection_is_replaced(make_server):
     srv = make_server()
     run, token = srv.trigger_run()
