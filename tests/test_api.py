@@ -577,6 +577,12 @@ def test_secret_key_file_and_env(make_server, tmp_path):
                     token="tr_dev_fromenv")[2]["sub"] == env_id
 
 
+def test_one_server_per_database(make_server, tmp_path):
+    make_server(db_dir=str(tmp_path))
+    with pytest.raises(RuntimeError, match=r"dev.db is used by another devserver \(pid \d+\)"):
+        DevServer(db_dir=str(tmp_path)).start()
+
+
 def test_print_env(tmp_path):
     db = tmp_path / "p.db"
     argv = [str(DEVSERVER), "--print-env", "--demo", "--port", "4999", "--db", str(db)]
