@@ -27,6 +27,13 @@
 
 #define READER_STACK (64 * 1024)
 
+/* Counts returned readers; they close their files once all have. */
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	size_t returned, total;
+} gate = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0 };
+
 struct reader {
 	pthread_t tid;
 	const char *path;
@@ -45,6 +52,12 @@ static void *reader_main(void *arg)
 		n = read(fd, buf, sizeof(buf));
 	r->done_ns = bench_now_ns();
 	r->err = n > 0 ? 0 : n == 0 ? EIO : errno;
+	pthread_mutex_lock(&gate.lock);
+	if (++gate.returned == gate.total)
+		pthread_cond_broadcast(&gate.cond);
+	while (gate.returned < gate.total)
+		pthread_cond_wait(&gate.cond, &gate.lock);
+	pthread_mutex_unlock(&gate.lock);
 	if (fd >= 0)
 		close(fd);
 	return NULL;
@@ -117,6 +130,7 @@ int main(int argc, char **argv)
 	bench_raise_nofile();
 	paths = stream_paths(argv[1], argv[2], k, argv[5], &nstreams);
 	n = nstreams * per;
+	gate.total = n;
 	r = calloc(n, sizeof(*r));
 	if (!r)
 		bench_die("out of memory");

@@ -140,13 +140,20 @@ def table_rows(red: dict, results: dict) -> list:
     return rows
 
 
-NOTES = """\
-[a] triggerfs: the daemon's CPU; direct, sdk: the sending process's CPU.
-[b] triggerfs: the daemon (peak threads); direct, sdk: the one process holding
-    every subscription (sdk: one StandardInputStreamManager per run).
-[c] one stream's subscription, log and first parked reader.
-Ratios are triggerfs / other of the value shown (records/s: below 1 is slower;
-ms and cpu: below 1 is better)."""
+NOTES = {
+    "[a]": "[a] triggerfs: the daemon's CPU; direct, sdk: the sending process's CPU.",
+    "[b]": "[b] triggerfs: the daemon; direct, sdk: the one process holding every\n"
+           "    subscription (sdk: one StandardInputStreamManager per run).",
+    "[c]": "[c] one stream's subscription, log and first parked reader.",
+}
+RATIOS = ("Ratios: triggerfs / other of the value shown (records/s: below 1 is slower;\n"
+          "ms, s and cpu: below 1 is better).")
+
+
+def notes(rows: list) -> str:
+    """The footnotes the rows refer to."""
+    text = " ".join(r[0] for r in rows)
+    return "\n".join([n for k, n in NOTES.items() if k in text] + [RATIOS])
 
 
 def format_table(rows: list) -> str:

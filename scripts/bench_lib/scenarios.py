@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .env import SDK_DIR, Bench, BenchError, Mount, proc_status
+from .env import SDK_DIR, Bench, BenchError, Mount, loadavg, proc_status
 
 WAYS = ("triggerfs", "direct", "sdk")
 CAT = 'cat "$1" > "$2"'
@@ -36,7 +36,7 @@ class Config:
     w_runs: int = 100                   # many waiters: runs x streams x readers
     w_streams: int = 10
     w_readers: int = 10
-    w_reps: int = 1
+    w_reps: int = 3
     stat_samples: int = 500
     cost_sizes: list = field(default_factory=lambda: [1000, 10000, 100000])
     cost_min_records: int = 10000       # small sizes repeat up to this many
@@ -412,9 +412,10 @@ def run_all(b: Bench, cfg: Config, only: Optional[set]) -> dict:
              ("cost", lambda: scenario_cost(b, cfg, run))]
     for name, fn in steps:
         if want(name) or (name in ("waiters", "cost") and want("memory")):
-            t0 = time.monotonic()
+            t0, load0 = time.monotonic(), loadavg()
             results[name] = attempt(fn)
             results[name]["wall_s"] = time.monotonic() - t0
+            results[name]["loadavg"] = [load0, loadavg()]
     if want("memory"):
         results["memory"] = scenario_memory(results)
     return results
