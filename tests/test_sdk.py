@@ -642,3 +642,19 @@ def test_sdk_round_trips_large_values_and_many_records(sdk, server, run):
     sdk.send(run, "bulk", lines)
     got = sdk.receive(run, "bulk", len(lines), "on")
     assert got[0] == big and got[1:] == list(range(300))
+
+
+def test_sdk_tail_without_read_scope_is_refused(sdk, server, procs, run):
+    """A token that may send but not read: the SSE request is a 403, which
+    the SDK's subscription treats as final (its manager logs it and backs
+    off); nothing is delivered."""
+    server.send(run, "secret", "not for you")
+    token = server.mint([f"write:inputStreams:{run}"])
+    p = sdk.start("receive", token=token, RUN_ID=run, STREAM_ID="secret", COUNT=1,
+                  MODE="once", TIMEOUT_MS=2500, SDK_DEBUG=1)
+    rc, out, err = procs.finish(p)
+    assert rc == 3 and json.loads(out)["timeout"] is True, (out, err)
+    assert "PermissionDeniedError" in err and "403 Could not subscribe" in err, err
+    path = server.stream_path(run, "secret")
+    tails = [e for e in server.request_log_entries() if e["path"] == path and e["method"] == "GET"]
+    assert tails and all(e["status"] == 403 for e in tails)
