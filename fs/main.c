@@ -262,9 +262,11 @@ static int check_mountpoint(const char *mp)
 		return 0;
 	while (fgets(line, sizeof(line), f)) {
 		char point[PATH_MAX], type[256];
+		/* Optional fields (zero or more) end at " - "; the type follows. */
+		const char *sep = strstr(line, " - ");
 
-		if (sscanf(line, "%*s %*s %*s %*s %4095s %*s %*[^-]- %255s",
-			   point, type) == 2 &&
+		if (sep && sscanf(line, "%*s %*s %*s %*s %4095s", point) == 1 &&
+		    sscanf(sep + 3, "%255s", type) == 1 &&
 		    !strcmp(point, real) && !strncmp(type, "fuse", 4)) {
 			fprintf(stderr, "triggerfs: %s is already mounted (%s); unmount it first: fusermount3 -u %s\n",
 				mp, type, mp);
@@ -313,6 +315,7 @@ static int configure(struct tfs_options *o, double *send_to)
 	list_init(&tfs.deadlines[WAIT_READ]);
 	list_init(&tfs.deadlines[WAIT_OPEN]);
 	list_init(&tfs.waited_runs);
+	list_init(&tfs.handles);
 	if (!(tfs.cred = load_cred(o)))
 		return -1;
 	/* Check the URL now, while errors still reach the terminal; the real
@@ -362,6 +365,7 @@ static int serve(struct fuse_cmdline_opts *fo, struct tfs_options *o,
 	stream_shutdown();
 	watch_stop();
 	trigger_client_free(tfs.client);
+	stream_free_all_handles();
 	tfs_log(LOG_INFO, "unmounting %s", tfs.mountpoint);
 	return ret < 0 ? 1 : 0;
 }

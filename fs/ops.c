@@ -189,15 +189,14 @@ char *tfs_stats_json(size_t *len)
 
 static void open_stats(fuse_req_t req, struct fuse_file_info *fi)
 {
-	struct tfs_handle *h = calloc(1, sizeof(*h));
+	size_t len;
+	char *text = tfs_stats_json(&len);
 
-	if (!h)
-		abort();
-	h->kind = NODE_STATS;
-	list_init(&h->pnode);
-	h->text = tfs_stats_json(&h->text_len);
 	pthread_mutex_lock(&tfs.lock);
-	tfs.open_handles++;
+	struct tfs_handle *h = stream_new_handle(NODE_STATS, NULL);
+
+	h->text = text;
+	h->text_len = len;
 	pthread_mutex_unlock(&tfs.lock);
 	fi->fh = (uintptr_t)h;
 	fi->direct_io = 1;
@@ -259,7 +258,10 @@ static void tfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	size_t n = (size_t)off < h->text_len ? h->text_len - off : 0;
 
+	/* Under the lock: a release on another thread frees the text. */
+	pthread_mutex_lock(&tfs.lock);
 	fuse_reply_buf(req, h->text + off, n < size ? n : size);
+	pthread_mutex_unlock(&tfs.lock);
 }
 
 static void tfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,

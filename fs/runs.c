@@ -75,7 +75,9 @@ static int check_result(struct tfs_run *run, const struct trigger_result *res)
 		return 0;
 	case TRIGGER_E_NOT_FOUND:
 		run->state = RUN_MISSING;
-		return ENOENT;
+		tfs_log(LOG_ERR, "run %s: not found (HTTP %ld: %s)", run->id,
+			res->status, res->error);
+		return tfs_errno(res->code);
 	case TRIGGER_E_FORBIDDEN:
 	case TRIGGER_E_UNAUTHORIZED:
 		if (trigger_cred_allows(tfs.cred, "write", "inputStreams", run->id)) {

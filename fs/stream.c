@@ -93,8 +93,25 @@ static bool read_answer(fuse_req_t req, struct tfs_handle *h, size_t size,
 	return true;
 }
 
+/* Called with tfs.lock held. */
+struct tfs_handle *stream_new_handle(enum node_kind kind, struct tfs_stream *s)
+{
+	struct tfs_handle *h = calloc(1, sizeof(*h));
+
+	if (!h)
+		abort();
+	h->kind = kind;
+	h->stream = s;
+	jsonline_init(&h->jl);
+	list_init(&h->pnode);
+	list_add_tail(&tfs.handles, &h->hnode);
+	tfs.open_handles++;
+	return h;
+}
+
 static void handle_free(struct tfs_handle *h)
 {
+	list_del(&h->hnode);
 	free(h->line);
 	free(h->text);
 	free(h);
@@ -157,17 +174,38 @@ static void fail_waiters(struct tfs_stream *s, enum waiter_kind kind, int err)
 	}
 }
 
+/* A handle in poll() waits on its run like a parked read: the run's status
+ * is polled so that the end of the run wakes it. */
+static void poller_add(struct tfs_handle *h, struct fuse_pollhandle *ph)
+{
+	if (h->ph) {
+		fuse_pollhandle_destroy(h->ph);
+	} else {
+		list_add_tail(&h->stream->pollers, &h->pnode);
+		runs_add_waiter(h->stream->run);
+	}
+	h->ph = ph;
+}
+
+static void poller_del(struct tfs_handle *h)
+{
+	if (!h->ph)
+		return;
+	list_del(&h->pnode);
+	fuse_pollhandle_destroy(h->ph);
+	h->ph = NULL;
+	runs_del_waiter(h->stream->run);
+}
+
 static void notify_pollers(struct tfs_stream *s)
 {
 	while (!list_empty(&s->pollers)) {
 		struct tfs_handle *h =
 			list_entry(s->pollers.next, struct tfs_handle, pnode);
 
-		list_del(&h->pnode);
 		/* A poll handle is one-shot: the kernel polls again. */
 		fuse_lowlevel_notify_poll(h->ph);
-		fuse_pollhandle_destroy(h->ph);
-		h->ph = NULL;
+		poller_del(h);
 	}
 }
 
@@ -270,23 +308,16 @@ static struct tfs_waiter *waiter_new(fuse_req_t req, enum waiter_kind kind,
 void stream_open(fuse_req_t req, struct tfs_stream *s, enum node_kind kind,
 		 struct fuse_file_info *fi)
 {
-	struct tfs_handle *h = calloc(1, sizeof(*h));
 	int acc = fi->flags & O_ACCMODE;
 
-	if (!h)
-		abort();
-	h->kind = kind;
-	h->stream = s;
+	pthread_mutex_lock(&tfs.lock);
+	struct tfs_handle *h = stream_new_handle(kind, s);
+
 	h->can_read = acc != O_WRONLY;
 	h->can_write = acc != O_RDONLY;
-	jsonline_init(&h->jl);
-	list_init(&h->pnode);
 	fi->fh = (uintptr_t)h;
 	fi->direct_io = 1;   /* every read reaches us: see design.md */
 	fi->keep_cache = 0;
-
-	pthread_mutex_lock(&tfs.lock);
-	tfs.open_handles++;
 	s->listed = true;
 	bool ready = true;
 
@@ -345,13 +376,8 @@ void stream_poll(fuse_req_t req, struct tfs_handle *h,
 		revents |= POLLIN | POLLRDNORM;
 	if (h->can_write)
 		revents |= POLLOUT | POLLWRNORM;
-	if (ph) {
-		if (h->ph)
-			fuse_pollhandle_destroy(h->ph);
-		h->ph = ph;
-		list_del(&h->pnode);
-		list_add_tail(&s->pollers, &h->pnode);
-	}
+	if (ph)
+		poller_add(h, ph);
 	pthread_mutex_unlock(&tfs.lock);
 	fuse_reply_poll(req, revents);
 }
@@ -361,11 +387,7 @@ void stream_release(struct tfs_handle *h)
 {
 	struct tfs_stream *s = h->stream;
 
-	if (h->ph) {
-		list_del(&h->pnode);
-		fuse_pollhandle_destroy(h->ph);
-		h->ph = NULL;
-	}
+	poller_del(h);
 	if (h->can_read && --s->readers == 0)
 		sub_stop(s);
 }
@@ -373,6 +395,21 @@ void stream_release(struct tfs_handle *h)
 void stream_free_handle(struct tfs_handle *h)
 {
 	handle_free(h);
+}
+
+/* After the session: no release will come for files still open. */
+void stream_free_all_handles(void)
+{
+	pthread_mutex_lock(&tfs.lock);
+	while (!list_empty(&tfs.handles)) {
+		struct tfs_handle *h = list_entry(tfs.handles.next,
+						  struct tfs_handle, hnode);
+
+		if (h->kind != NODE_STATS)
+			stream_release(h);
+		handle_free(h);
+	}
+	pthread_mutex_unlock(&tfs.lock);
 }
 
 /* ---- the subscription -------------------------------------------------- */

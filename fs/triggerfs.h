@@ -148,6 +148,7 @@ struct tfs_stream {
 
 /* An open file. */
 struct tfs_handle {
+	struct list hnode;           /* in tfs.handles */
 	enum node_kind kind;         /* INPUT, LOG or STATS */
 	struct tfs_stream *stream;
 	bool can_read, can_write;
@@ -197,6 +198,7 @@ struct tfs {
 	struct list deadlines[2];    /* by waiter_kind, deadline order */
 	struct list waited_runs;     /* runs with parked reads */
 	size_t open_handles;
+	struct list handles;         /* every open file, freed at shutdown */
 	size_t streams;
 	size_t subscriptions;
 	char *mountpoint;
@@ -255,7 +257,10 @@ void stream_read(fuse_req_t req, struct tfs_handle *h, size_t size, off_t off,
 void stream_poll(fuse_req_t req, struct tfs_handle *h,
 		 struct fuse_pollhandle *ph);
 void stream_release(struct tfs_handle *h);
+struct tfs_handle *stream_new_handle(enum node_kind kind,
+				     struct tfs_stream *s);
 void stream_free_handle(struct tfs_handle *h);
+void stream_free_all_handles(void);
 void stream_run_finished(struct tfs_stream *s);
 void stream_expire(double now);
 void stream_shutdown(void);

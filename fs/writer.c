@@ -108,29 +108,26 @@ static int split_write(struct tfs_write *w)
 	size_t cur = h->line_len, pos = 0, lineno = 1;
 
 	w->tail_off = 0;
-	bool discarding = h->discarding;
+	/* The rest of a line refused as too large is refused too, up to and
+	 * including the write that carries its newline. */
+	if (h->discarding) {
+		const char *nl = memchr(w->buf, '\n', w->size);
 
+		h->discarding = !nl;
+		refuse(w, tfs_errno(TRIGGER_E_TOO_LARGE), "is over 1 MiB", 1,
+		       nl ? "dropped up to its newline"
+			  : "dropping it up to its newline");
+		return -1;
+	}
 	while (pos < w->size) {
 		const char *seg = w->buf + pos;
 		const char *nl = memchr(seg, '\n', w->size - pos);
 		size_t seg_len = nl ? (size_t)(nl - seg) : w->size - pos;
 		size_t next = pos + seg_len + (nl ? 1 : 0);
 
-		if (discarding) {
-			if (!nl) {
-				refuse(w, tfs_errno(TRIGGER_E_TOO_LARGE),
-				       "is over 1 MiB", lineno,
-				       "still discarding it up to its newline");
-				return -1;
-			}
-			discarding = false;
-			h->discarding = false;
-			pos = w->tail_off = next;
-			continue;
-		}
 		if (cur + seg_len + BODY_OVERHEAD > MAX_BODY) {
 			drop_line(h);
-			h->discarding = !nl;
+			h->discarding = true;
 			refuse(w, tfs_errno(TRIGGER_E_TOO_LARGE), "is over 1 MiB",
 			       lineno, NULL);
 			return -1;
@@ -148,7 +145,7 @@ static int split_write(struct tfs_write *w)
 
 		if (st == JSONLINE_PARTIAL || st == JSONLINE_INVALID) {
 			refuse(w, tfs_errno(TRIGGER_E_INVALID), "is not JSON",
-			       lineno, "the line ends before the value does");
+			       lineno, jsonline_why(&jl));
 			return -1;
 		}
 		/* The first line of a write continues the kept line; blank
