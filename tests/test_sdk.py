@@ -24,9 +24,9 @@ from devserver_ctl import ROOT, DevServer, wait_for
 
 SDK_DIR = ROOT / "tests" / "sdk"
 NODE_TIMEOUT = 60.0
-RUN_ID = re.compile(r"run_[a-z0-9]+")
-INPUT_ID = re.compile(r"inp_[0-9a-f]{12}")
-UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+RUN_ID_RE = re.compile(r"run_[a-z0-9]+")
+INPUT_ID_RE = re.compile(r"inp_[0-9a-f]{12}")
+UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 # Values that a careless server changes on the way: JSON texts as a caller
 # would write them, one per line.
@@ -264,7 +264,7 @@ def test_sdk_send_is_stored_as_the_real_server_stores_it(sdk, server, run):
     ids = set()
     for rec, want in zip(records, js_envelopes(TRICKY)):
         record_id = json.loads(rec["body"])["id"]
-        assert INPUT_ID.fullmatch(record_id)
+        assert INPUT_ID_RE.fullmatch(record_id)
         ids.add(record_id)
         assert rec["body"] == want.replace('"ID"', json.dumps(record_id))
         assert isinstance(rec["timestamp"], int) and rec["timestamp"] > 1.7e12
@@ -309,7 +309,7 @@ def test_what_the_sdk_sends_and_what_it_gets_back(sdk, server, run):
     assert h["x-trigger-api-version"] == "2025-07-16"
     assert h["x-trigger-realtime-streams-version"] == "v2"
     assert h["x-trigger-source"] == "sdk"
-    assert UUID.fullmatch(h["x-trigger-request-idempotency-key"])
+    assert UUID_RE.fullmatch(h["x-trigger-request-idempotency-key"])
     assert send_resp["response"]["status"] == 200
 
     req = tail_req["request"]
@@ -488,7 +488,7 @@ def test_trigger_returns_a_run_and_a_token_that_sends(sdk, server):
     out = sdk.run("trigger", ['"via trigger token"', '{"n":1}'], TASK_ID="sdk-task",
                   PAYLOAD='{"n":"1","when":"now"}', TOKEN_OUT=token_file, STREAM_ID="t")
     run = out[0]["id"]
-    assert RUN_ID.fullmatch(run)
+    assert RUN_ID_RE.fullmatch(run)
     assert out[0]["claims"]["scopes"] == [f"read:runs:{run}", f"write:inputStreams:{run}"]
     assert out[0]["claims"]["sub"] == server.env_id
     assert out[1:] == [{"sent": 0}, {"sent": 1}]
