@@ -125,35 +125,47 @@ static struct jwt_entry *jwt_entry_new(struct tc_auth *a, char *key)
 	return e;
 }
 
+static char *mint_line(trigger_client *c, char *const *scopes, size_t n,
+		       int64_t now)
+{
+	char *jwt = trigger_jwt_mint(trigger_cred_text(c->cred), c->auth.sub,
+				     (const char *const *)scopes, n, now,
+				     now + JWT_LIFETIME_S);
+	char *line = NULL;
+
+	if (jwt && asprintf(&line, "Authorization: Bearer %s", jwt) < 0)
+		line = NULL;
+	free(jwt);
+	return line;
+}
+
 /* A token for these scopes with at least JWT_RENEW_S to live. */
 static const char *jwt_line(trigger_client *c, char *const *scopes, size_t n)
 {
 	struct tc_auth *a = &c->auth;
 	int64_t now = tc_wall_s();
-	char *key = scopes_key(scopes, n), *jwt, *line = NULL;
+	char *key = scopes_key(scopes, n), *line;
 	struct tc_map_node *node = key ? tc_map_find(&a->jwts, key) : NULL;
 	struct jwt_entry *e = node ? tc_container_of(node, struct jwt_entry, node) : NULL;
 
-	if (e && e->exp - now > JWT_RENEW_S) {
+	if (e) {
 		free(key);
-		return e->line;
+		key = NULL;
+		if (e->exp - now > JWT_RENEW_S)
+			return e->line;
 	}
-	jwt = key ? trigger_jwt_mint(trigger_cred_text(c->cred), a->sub,
-				     (const char *const *)scopes, n, now,
-				     now + JWT_LIFETIME_S) : NULL;
-	if (jwt && asprintf(&line, "Authorization: Bearer %s", jwt) < 0)
-		line = NULL;
-	free(jwt);
+	line = key || e ? mint_line(c, scopes, n, now) : NULL;
 	if (line && !e) {
 		jwt_sweep(a, now);
 		e = jwt_entry_new(a, key);
-		key = e ? NULL : key;
 	}
-	free(key);
-	if (!line || !e) {
+	if (!e) {
+		free(key);
 		free(line);
 		return NULL;
 	}
+	if (!line)
+		return NULL;
 	free(e->line);
 	e->line = line;
 	e->exp = now + JWT_LIFETIME_S;
@@ -205,7 +217,8 @@ static void claims_done(void *arg, const struct trigger_result *res)
 	}
 }
 
-static void claims_start(trigger_client *c)
+/* Returns -1 when the request failed at once (claims_done has run). */
+static int claims_start(trigger_client *c)
 {
 	struct tc_req *r = req_alloc(c, 1, claims_done, c, c->request_timeout_ms);
 	struct trigger_result res = { .code = TRIGGER_E_NOMEM };
@@ -216,11 +229,12 @@ static void claims_start(trigger_client *c)
 		free(r);
 		snprintf(res.error, sizeof(res.error), "out of memory");
 		claims_done(c, &res);
-		return;
+		return -1;
 	}
 	r->is_claims = 1;
 	c->auth.fetching = 1;
 	req_activate(c, r);
+	return c->auth.fetching ? 0 : -1;
 }
 
 int tc_auth_line(trigger_client *c, char *const *scopes, size_t n,
@@ -239,10 +253,15 @@ int tc_auth_line(trigger_client *c, char *const *scopes, size_t n,
 		return 0;
 	}
 	if (!c->auth.sub) {
+		/* The waiter joins only once the claims are on their way, so
+		 * that it is never completed inside this call. */
+		if (!c->auth.fetching && claims_start(c)) {
+			tc_result_set(res, TRIGGER_E_NOMEM, "cannot ask for the "
+				      "environment's claims");
+			return TRIGGER_E_NOMEM;
+		}
 		w->next = c->auth.waiters;
 		c->auth.waiters = w;
-		if (!c->auth.fetching)
-			claims_start(c);
 		return TC_AUTH_PENDING;
 	}
 	*line = jwt_line(c, scopes, n);

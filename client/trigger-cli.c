@@ -27,7 +27,10 @@ static const char usage_text[] =
 	"  get-run RUN | list-runs [STATUS] | cancel RUN\n"
 	"  trigger TASK [PAYLOAD]   print the new run's id\n"
 	"  wait-create RUN STREAM [TIMEOUT]   print the waitpoint id\n"
-	"  waitpoint-get ID\n";
+	"  waitpoint-get ID\n"
+	"environment: TRIGGER_ACCESS_TOKEN (a public JWT) or TRIGGER_SECRET_KEY,\n"
+	"  TRIGGER_API_URL, TRIGGER_SSE_TIMEOUT_SECONDS (how long the server\n"
+	"  holds a subscription, 1..600, default 600)\n";
 
 static const char *const code_names[TRIGGER_E_LAST] = {
 	"OK", "INVALID", "NOT_FOUND", "RUN_FINISHED", "UNAUTHORIZED",
