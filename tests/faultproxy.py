@@ -14,13 +14,20 @@ client) and the local API server, driven from the test:
     proxy.close()
 
 It runs its own asyncio loop in a thread; every method is synchronous and
-thread-safe. It understands just enough HTTP/1.1 (request line, headers,
+thread-safe. Requests are recorded as (method, path, headers) with the
+Authorization header replaced by the credential's kind ("secret", "jwt");
+for a JWT, headers[":claims"] holds its decoded claims. With
+watch=b"...", headers[":saw-watched"] says whether those bytes were anywhere
+in the request (headers or body), e.g. a secret key that must only go to
+one endpoint. It understands just enough HTTP/1.1 (request line, headers,
 Content-Length) to count requests and to cut after one; it never changes a
 byte that it forwards."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import socket
 import struct
 import threading
@@ -48,13 +55,26 @@ def _credential_kind(value: str) -> str:
     return "secret" if token.startswith("tr_") else "jwt" if token.startswith("eyJ") else "other"
 
 
+def _jwt_claims(value: str) -> Optional[dict]:
+    """The payload of a Bearer JWT (not verified), or None."""
+    parts = value.partition(" ")[2].split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return None
+
+
 class _Requests:
     """Splits one connection's client bytes into HTTP/1.1 requests."""
 
-    def __init__(self) -> None:
+    def __init__(self, watch: Optional[bytes] = None) -> None:
         self.head = b""
         self.body_left = 0      # body bytes of the current request still to come
         self.current: Optional[tuple] = None
+        self.watch = watch
+        self.tail = b""         # the body's last bytes, for a match across chunks
 
     def feed(self, data: bytes) -> list:
         """-> (method, path, {lowercase header: value}) of each request
@@ -63,6 +83,7 @@ class _Requests:
         while data:
             if self.current is not None:
                 take = min(self.body_left, len(data))
+                self._scan(data[:take])
                 self.body_left -= take
                 data = data[take:]
                 if self.body_left == 0:
@@ -82,20 +103,34 @@ class _Requests:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
             if "authorization" in headers:     # never keep a credential
+                claims = _jwt_claims(headers["authorization"])
+                if claims is not None:
+                    headers[":claims"] = claims
                 headers["authorization"] = _credential_kind(headers["authorization"])
             self.body_left = int(headers.get("content-length") or 0)
             self.current = (parts[0], parts[1] if len(parts) > 1 else "", headers)
+            if self.watch is not None:
+                headers[":saw-watched"] = self.watch in head
+                self.tail = b""
             if self.body_left == 0:
                 done.append(self.current)
                 self.current = None
         return done
 
+    def _scan(self, body: bytes) -> None:
+        if self.watch is None:
+            return
+        window = self.tail + body
+        if self.watch in window:
+            self.current[2][":saw-watched"] = True
+        self.tail = window[-len(self.watch):]
+
 
 class _Conn:
-    def __init__(self, client_w: asyncio.StreamWriter) -> None:
+    def __init__(self, client_w: asyncio.StreamWriter, watch: Optional[bytes]) -> None:
         self.client_w = client_w
         self.upstream_w: Optional[asyncio.StreamWriter] = None
-        self.requests = _Requests()
+        self.requests = _Requests(watch)
         self.cut_pending: Optional[float] = None   # when the request went up
         self.tasks: list = []
         self.flowing = asyncio.Event()
@@ -110,8 +145,10 @@ class _Conn:
 
 
 class FaultProxy:
-    def __init__(self, upstream_port: int, upstream_host: str = HOST, port: int = 0):
+    def __init__(self, upstream_port: int, upstream_host: str = HOST, port: int = 0,
+                 watch: Optional[bytes] = None):
         self.upstream = (upstream_host, upstream_port)
+        self.watch = watch
         self.port = port
         self.connections = 0          # accepted so far
         self.requests: list = []      # (method, path, headers) of every request forwarded
@@ -252,7 +289,7 @@ class FaultProxy:
 
     async def _handle(self, client_r: asyncio.StreamReader,
                       client_w: asyncio.StreamWriter) -> None:
-        conn = _Conn(client_w)
+        conn = _Conn(client_w, self.watch)
         if not self._stall_new:
             conn.flowing.set()
         with self._lock:
