@@ -391,3 +391,97 @@ def test_sigint_on_a_blocked_cat_returns_at_once(mount, server, run):
     finally:
         kill_group(proc)
     assert mount.stats()["parked_reads"] == 0
+
+
+# ---------------------------------------------------------------- fan-out, signals, load
+
+def test_readers_share_one_subscription_each_with_its_own_position(mount, server, run):
+    server.send(run, "fan", 0)
+    path = mount.input(run, "fan")
+    procs = [spawn_sh('exec cat "$S"', env={"S": path}) for _ in range(3)]
+    try:
+        readers = [Lines(p.stdout.fileno()) for p in procs]
+        for r in readers:                     # each starts at 0
+            assert r.next()[0] == "0"
+        mount.wait_parked(3)
+        assert mount.stats()["subscriptions"] == 1
+        for i in (1, 2):
+            server.send(run, "fan", i)
+            for r in readers:                 # every record to every reader, once
+                assert r.next()[0] == str(i)
+        # A late reader starts at the beginning too.
+        r = sh('timeout 5 head -n3 "$S"', env={"S": path})
+        assert r.stdout == b"0\n1\n2\n"
+        server.cancel(run)
+        for p in procs:
+            assert finish(p) == (0, "", "")
+    finally:
+        for p in procs:
+            kill_group(p)
+    assert mount.wait_stats(subscriptions=0, open_handles=0)
+
+
+READER_WITH_HANDLER = r'''
+import os, signal, sys
+signal.signal(signal.SIGUSR1, lambda *a: print("signal", flush=True))
+fd = os.open(sys.argv[1], os.O_RDONLY)
+print("open", flush=True)
+print(os.read(fd, 100).decode(), end="", flush=True)
+'''
+
+
+def test_a_caught_signal_interrupts_the_parked_read_and_the_reader_retries(mount, server, run):
+    """EINTR drops the parked request at once; Python retries the read
+    (PEP 475), which parks again and gets the next record."""
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-c", READER_WITH_HANDLER, mount.input(run, "sig")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        lines = Lines(proc.stdout.fileno())
+        assert lines.next()[0] == "open"
+        mount.wait_parked(1)
+        before = mount.log_lines()
+        os.kill(proc.pid, signal.SIGUSR1)
+        assert lines.next()[0] == "signal"
+        mount.wait_parked(1)                  # parked again by the retry
+        assert mount.log_lines() == before    # an interrupt is not an error
+        server.send(run, "sig", {"after": "signal"})
+        assert lines.next()[0] == '{"after":"signal"}'
+        assert proc.wait(5 * SLACK) == 0
+    finally:
+        kill_group(proc)
+
+
+def test_blocked_readers_do_not_starve_stat_and_ls(mount, server, run):
+    """A parked read holds no daemon thread: with 300 reads parked, stat,
+    ls and a log read are answered at once."""
+    n = 300
+    path = mount.input(run, "many")
+    fds = [os.open(path, os.O_RDONLY) for _ in range(n)]
+    results: list = []
+    threads = [threading.Thread(target=lambda fd=fd: results.append(os.read(fd, 100)))
+               for fd in fds]
+    try:
+        for t in threads:
+            t.start()
+        mount.wait_parked(n, timeout=10 * SLACK)
+        for _ in range(3):
+            t0 = time.monotonic()
+            os.stat(path)
+            os.listdir(mount.path("runs", run, "input"))
+            assert sh('cat "$L"', env={"L": mount.log(run, "many")}).returncode == 0
+            assert time.monotonic() - t0 < 0.5 * SLACK
+        server.send(run, "many", "all")
+        for t in threads:
+            t.join(10 * SLACK)
+        assert results == [b'"all"\n'] * n
+    finally:
+        if any(t.is_alive() for t in threads):
+            server.cancel(run)                # EOF ends every reader
+            for t in threads:
+                t.join(10 * SLACK)
+        for fd in fds:
+            os.close(fd)
+    assert mount.stats()["parked_reads"] == 0
