@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,9 +54,11 @@ static void tfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fuse_ino_t ino = 0;
 	double timeout = DIR_TIMEOUT;
 
-	if (!p) {
+	if (!p || strlen(name) > NAME_MAX) {
 		pthread_mutex_unlock(&tfs.lock);
-		fuse_reply_err(req, ENOENT);
+		/* FUSE lets names up to 1024 bytes through; ours are paths of
+		 * URLs and file names, so the usual limit holds. */
+		fuse_reply_err(req, p ? ENAMETOOLONG : ENOENT);
 		return;
 	}
 	switch (p->kind) {
@@ -70,7 +73,7 @@ static void tfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		if (tree_valid_name(name))
 			runs_lookup(req, name);
 		else
-			fuse_reply_err(req, ENOENT);
+			fuse_reply_err(req, EINVAL);
 		return;
 	case NODE_RUN:
 		ino = !strcmp(name, "input") ? p->run->ino_input
@@ -78,12 +81,15 @@ static void tfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		break;
 	case NODE_INPUT_DIR:
 	case NODE_LOG_DIR:
-		if (tree_valid_name(name)) {
-			struct tfs_stream *s = tree_stream(p->run, name, true);
-
-			ino = p->kind == NODE_INPUT_DIR ? s->ino_input : s->ino_log;
-			timeout = 0;  /* st_size is live */
+		if (!tree_valid_name(name)) {
+			pthread_mutex_unlock(&tfs.lock);
+			fuse_reply_err(req, EINVAL);
+			return;
 		}
+		struct tfs_stream *s = tree_stream(p->run, name, true);
+
+		ino = p->kind == NODE_INPUT_DIR ? s->ino_input : s->ino_log;
+		timeout = 0;  /* st_size is live */
 		break;
 	default:
 		pthread_mutex_unlock(&tfs.lock);

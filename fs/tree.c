@@ -61,13 +61,43 @@ static unsigned hash(const char *s)
 	return h;
 }
 
+/* Well-formed UTF-8 (no overlongs, surrogates or code points past
+ * U+10FFFF): the API's ids are strings, and other bytes would reach it as
+ * U+FFFD, naming something else. */
+static bool utf8_valid(const unsigned char *p)
+{
+	while (*p) {
+		unsigned c = *p++, n, min, cp;
+
+		if (c < 0x80)
+			continue;
+		if (c >= 0xc2 && c <= 0xdf)
+			n = 1, min = 0x80, cp = c & 0x1f;
+		else if (c >= 0xe0 && c <= 0xef)
+			n = 2, min = 0x800, cp = c & 0x0f;
+		else if (c >= 0xf0 && c <= 0xf4)
+			n = 3, min = 0x10000, cp = c & 0x07;
+		else
+			return false;
+		while (n--) {
+			if ((*p & 0xc0) != 0x80)
+				return false;
+			cp = cp << 6 | (*p++ & 0x3f);
+		}
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return false;
+	}
+	return true;
+}
+
 /* Names become URL path segments; the kernel already refuses "", "." and
- * "..", and names over 255 bytes.  '/' cannot occur. */
+ * "..".  '/' cannot occur. */
 bool tree_valid_name(const char *name)
 {
 	size_t n = strlen(name);
 
-	return n > 0 && n <= 255 && strcmp(name, ".") && strcmp(name, "..");
+	return n > 0 && n <= 255 && strcmp(name, ".") && strcmp(name, "..") &&
+	       utf8_valid((const unsigned char *)name);
 }
 
 struct tfs_run *tree_run(const char *id, bool create)
