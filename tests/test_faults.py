@@ -297,6 +297,37 @@ def test_a_send_on_a_stalled_connection_fails_at_send_timeout(server, mount_fact
     assert [v for _, v in server.records(run, "chat")] == [1, 3]
 
 
+def test_a_send_whose_answer_is_lost_is_retried_under_one_idempotency_key(
+        server, mount_factory, proxy_factory, run):
+    proxy = proxy_factory(server.port)
+    m = mount_factory(api_url=proxy.url, options=["send_timeout=10s"])
+    path = m.input(run, "lost")
+    assert write_line(path, b"1\n")[0] == 0
+    send = DevServer.stream_path(run, "lost")
+
+    def posts() -> list:
+        return [h for meth, p, h in proxy.requests_list() if meth == "POST" and p == send]
+
+    proxy.cut_after_request("POST")     # stored, but the answer never comes back
+    result: list = []
+    writer = threading.Thread(target=lambda: result.append(write_line(path, b"2\n")))
+    writer.start()
+    try:
+        proxy.wait(lambda: len(posts()) >= 3, 10 * SLACK, "two retries of the send")
+        assert not result, "the write returned while no answer came"
+    finally:
+        proxy.passthrough()
+        writer.join(15 * SLACK)
+    assert result and result[0][0] == 0, result
+    keys = [h.get("x-trigger-request-idempotency-key") for h in posts()]
+    assert keys[0] and keys[1] and keys[0] != keys[1], keys
+    assert set(keys[1:]) == {keys[1]}, keys     # one key for one logical send
+    # The API ignores the key (trigger-api.md): each attempt that reached it
+    # is stored; nothing else is, and nothing is lost.
+    got = [v for _, v in server.records(run, "lost")]
+    assert got[0] == 1 and set(got[1:]) == {2} and 2 <= len(got) <= len(keys), got
+
+
 # ------------------------------------------------ readers killed and interrupted
 
 STORM_READER = textwrap.dedent("""
@@ -382,10 +413,10 @@ def blocked_readers(m: Mount, run: str, n: int) -> list:
 
 
 @pytest.mark.parametrize("how", ["sigkill", "sigterm", "lazy-unmount"])
-def test_readers_get_errors_when_the_daemon_goes_away_then_remount(
-        how, server, mount_factory, run):
+def test_readers_get_errors_when_the_daemon_goes_away_then_remount(how, server, run):
     server.send(run, "s", 1)
     m = KillableMount(server.url, key=server.secret_key).start()
+    m2 = None
     procs: list = []
     try:
         procs = blocked_readers(m, run, 3)
@@ -412,12 +443,12 @@ def test_readers_get_errors_when_the_daemon_goes_away_then_remount(
             assert m.wait_exit() == 0
         assert not mounted(m.mnt)
         # Mounted again on the same directory, the stream is all there.
-        m2 = mount_factory(mountpoint=m.mnt)
+        m2 = Mount(server.url, key=server.secret_key, mountpoint=m.mnt).start()
         server.send(run, "s", 2)
         r = sh('head -n2 "$S"', env={"S": m2.input(run, "s")})
         assert r.stdout == b"1\n2\n", r
     finally:
         for p in procs:
             kill_group(p)
-        problems = m.stop()
+        problems = (m2.stop() if m2 else []) + m.stop()
         assert not problems, problems
