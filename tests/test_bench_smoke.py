@@ -54,7 +54,7 @@ def test_bench_quick_send_reports_every_way(tmp_path: Path) -> None:
         for way in WAYS:
             reps = doc["results"]["send"][shape][way]
             assert len(reps) == 1 and "error" not in reps[0], reps
-            assert reps[0]["records"] == (1000 if shape == "single" else 10 * 100)
+            assert reps[0]["records"] == (2000 if shape == "single" else 10 * 200)
             med = doc["medians"]["send"][shape][way]
             for key in ("records_per_s", "seconds", "cpu_us_per_record"):
                 assert positive(med[key]), (shape, way, key, med)
