@@ -30,5 +30,6 @@ double bench_cpu_s(void);
 
 /* The non-empty lines of a file, without their newlines; exits on failure. */
 char **bench_read_lines(const char *path, size_t *n);
+void bench_free_lines(char **v, size_t n);
 
 #endif

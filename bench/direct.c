@@ -146,6 +146,8 @@ static int cmd_send(trigger_client *c, int argc, char **argv)
 	double cpu0 = bench_cpu_s();
 	int64_t t0 = bench_now_ns();
 
+	if (!ch)
+		bench_die("out of memory");
 	latch_init(&latch, (long)nstreams);
 	for (size_t i = 0; i < nstreams; i++) {
 		ch[i] = (struct chain){ c, argv[1], argv[2 + i], lines, n, 0, &latch };
@@ -155,6 +157,7 @@ static int cmd_send(trigger_client *c, int argc, char **argv)
 	printf("{\"records\":%zu,\"seconds\":%.6f,\"cpu_s\":%.6f}\n", n * nstreams,
 	       (double)(bench_now_ns() - t0) / 1e9, bench_cpu_s() - cpu0);
 	free(ch);
+	bench_free_lines(lines, n);
 	return 0;
 }
 
@@ -292,6 +295,8 @@ static int cmd_runs(trigger_client *c, char **argv)
 	struct trigger_req *r = calloc((size_t)n, sizeof(*r));
 	struct latch latch;
 
+	if (!r)
+		bench_die("out of memory");
 	latch_init(&latch, n);
 	for (long i = 0; i < n; i++) {
 		r[i].latch = &latch;
@@ -321,6 +326,11 @@ static void fleet_load(struct fleet *f, char **argv)
 	f->prefix = argv[2];
 }
 
+static void fleet_free(struct fleet *f)
+{
+	bench_free_lines(f->runs, f->nruns);
+}
+
 static void fleet_stream(const struct fleet *f, size_t i, char *buf, size_t len)
 {
 	snprintf(buf, len, "%s%zu", f->prefix, i % f->k);
@@ -329,7 +339,8 @@ static void fleet_stream(const struct fleet *f, size_t i, char *buf, size_t len)
 /* One subscription stands for `waiters` readers of its stream: the first
  * record releases all of them, as one fan-out releases triggerfs's. */
 struct watch {
-	struct latch *ready, *released;
+	struct latch *ready, *released, *closed;
+	trigger_sub *sub;
 	int caught_up, got;
 };
 
@@ -351,6 +362,8 @@ static void watch_event(void *arg, enum trigger_sub_event ev,
 		latch_count(w->ready, NULL);
 	else if (ev == TRIGGER_SUB_FAILED)
 		bench_die("bench-direct: subscription failed: %s", res->error);
+	else if (ev == TRIGGER_SUB_CLOSED)
+		latch_count(w->closed, NULL);
 }
 
 static int cmd_waiters(trigger_client *c, char **argv)
@@ -358,7 +371,7 @@ static int cmd_waiters(trigger_client *c, char **argv)
 	static const struct trigger_sub_callbacks cb = { watch_record, watch_event };
 	long per = strtol(argv[2], NULL, 10);
 	struct fleet f;
-	struct latch ready, released;
+	struct latch ready, released, closed;
 	size_t n;
 	struct watch *w;
 	char name[256];
@@ -366,12 +379,16 @@ static int cmd_waiters(trigger_client *c, char **argv)
 	fleet_load(&f, (char *[]){ argv[0], argv[1], argv[3] });
 	n = f.nruns * f.k;
 	w = calloc(n, sizeof(*w));
+	if (!w)
+		bench_die("out of memory");
 	latch_init(&ready, (long)n);
 	latch_init(&released, (long)n);
+	latch_init(&closed, (long)n);
 	for (size_t i = 0; i < n; i++) {
-		w[i] = (struct watch){ &ready, &released, 0, 0 };
+		w[i] = (struct watch){ &ready, &released, &closed, NULL, 0, 0 };
 		fleet_stream(&f, i, name, sizeof(name));
-		if (!trigger_subscribe(c, f.runs[i / f.k], name, -1, &cb, &w[i]))
+		w[i].sub = trigger_subscribe(c, f.runs[i / f.k], name, -1, &cb, &w[i]);
+		if (!w[i].sub)
 			bench_die("bench-direct: subscription refused");
 	}
 	latch_wait(&ready, "subscribe");
@@ -380,7 +397,13 @@ static int cmd_waiters(trigger_client *c, char **argv)
 	latch_wait(&released, "wait");
 	printf("{\"released\":%ld,\"last_ns\":%lld,\"cpu_s\":%.6f}\n",
 	       (long)n * per, (long long)bench_now_ns(), bench_cpu_s());
-	/* The subscriptions end with the client. */
+	fflush(stdout);
+	/* The callbacks use w until each subscription's CLOSED. */
+	for (size_t i = 0; i < n; i++)
+		trigger_unsubscribe(w[i].sub);
+	latch_wait(&closed, "unsubscribe");
+	free(w);
+	fleet_free(&f);
 	return 0;
 }
 
@@ -405,6 +428,7 @@ static int cmd_release(trigger_client *c, char **argv)
 	latch_wait(&sent, "release");
 	printf("{\"sent\":%zu,\"start_ns\":%lld,\"end_ns\":%lld}\n", n,
 	       (long long)t0, (long long)bench_now_ns());
+	fleet_free(&f);
 	return 0;
 }
 

@@ -67,3 +67,10 @@ char **bench_read_lines(const char *path, size_t *n)
 		bench_die("%s: no lines", path);
 	return v;
 }
+
+void bench_free_lines(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}

@@ -89,6 +89,7 @@ static char **stream_paths(const char *mnt, const char *runsfile, size_t k,
 		if (asprintf(&paths[i], "%s/runs/%s/input/%s%zu", mnt,
 			     runs[i / k], prefix, i % k) < 0)
 			bench_die("out of memory");
+	bench_free_lines(runs, nruns);
 	*n = nruns * k;
 	return paths;
 }
@@ -149,5 +150,8 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < n; i++)
 		pthread_join(r[i].tid, NULL);
 	report(r, n);
+	pthread_attr_destroy(&attr);
+	bench_free_lines(paths, nstreams);
+	free(r);
 	return 0;
 }
