@@ -206,6 +206,9 @@ class Mount:
     def cpu_s(self) -> float:
         return proc_cpu_s(self.pid)
 
+    def runtime_s(self) -> float:
+        return proc_runtime_s(self.pid)
+
     def status(self) -> dict:
         return proc_status(self.pid)
 

@@ -41,13 +41,14 @@ def reduce(results: dict) -> dict:
                           for way in lat if isinstance(lat[way], list)}
     wt = results.get("waiters")
     if wt and "error" not in wt:
-        keys = ("setup_s", "release_s", "sends_s", "threads", "rss", "max_rss",
-                "server_cpu_share")
+        keys = ("setup_s", "release_s", "sends_s", "after_sends_s", "threads", "rss",
+                "max_rss", "server_cpu_share", "server_cpu_share_setup",
+                "daemon_cpu_release_s")
         red: dict = {}
         for way in (w for w in wt if isinstance(wt[w], list)):
             red[way] = {k: med(wt[way], k) for k in keys}
             if way == "triggerfs":
-                for k in ("stat_ms", "ls_ms"):
+                for k in ("stat_ms", "ls_ms", "stat_idle_ms", "ls_idle_ms"):
                     red[way][k] = {p: med([r[k] for r in wt[way] if "error" not in r], p)
                                    for p in ("p50_ms", "p99_ms")}
             if errors(wt[way]):
@@ -117,13 +118,20 @@ def table_rows(red: dict, results: dict) -> list:
                            lambda x: x["setup_s"]))
         rows.append(by_way("  all returned after send, s", w, lambda x: x["release_s"]))
         rows.append(by_way("  sends done, s", w, lambda x: x["sends_s"], False))
+        rows.append(by_way("  all returned after last send done, s", w,
+                           lambda x: x["after_sends_s"], False))
         rows.append(by_way("  threads (peak) [b]", w, lambda x: x["threads"], False))
         rows.append(by_way("  RSS MiB (peak) [b]", w,
                            lambda x: x["max_rss"] / MiB if x["max_rss"] else None, False))
-        rows.append(cells("  stat p50 / p99 ms", pair(fs.get("stat_ms", {}))))
-        rows.append(cells("  ls p50 / p99 ms", pair(fs.get("ls_ms", {}))))
+        rows.append(cells("  stat p50 / p99 ms, waiting", pair(fs.get("stat_ms", {}))))
+        rows.append(cells("  stat p50 / p99 ms, no reader", pair(fs.get("stat_idle_ms", {}))))
+        rows.append(cells("  ls input/ p50 / p99 ms, waiting", pair(fs.get("ls_ms", {}))))
+        rows.append(cells("  ls input/ p50 / p99 ms, no reader", pair(fs.get("ls_idle_ms", {}))))
+        rows.append(by_way("  server cpu share in setup", w,
+                           lambda x: x["server_cpu_share_setup"], False))
         rows.append(by_way("  server cpu share in release", w,
                            lambda x: x["server_cpu_share"], False))
+        rows.append(cells("  daemon cpu in release, s", fs.get("daemon_cpu_release_s")))
     cost = results.get("cost")
     if cost and "error" not in cost:
         for kind in ("send", "deliver"):

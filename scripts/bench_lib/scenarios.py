@@ -243,33 +243,53 @@ def release(b: Bench, runs_file: Path, cfg: Config, prefix: str, waiters: Any) -
     srv = b.server_cpu_s() - srv0
     release_s = (int(done["last_ns"]) - sent["start_ns"]) / 1e9
     return {"sends_s": (sent["end_ns"] - sent["start_ns"]) / 1e9, "release_s": release_s,
+            "after_sends_s": (int(done["last_ns"]) - sent["end_ns"]) / 1e9,
             "server_cpu_share": srv / release_s if release_s > 0 else math.nan,
             "done": done}
+
+
+RELEASE_KEYS = ("sends_s", "release_s", "after_sends_s", "server_cpu_share")
+
+
+def park_readers(b: Bench, m: Mount, cfg: Config, runs_file: Path, prefix: str,
+                 streams: int, total: int) -> tuple:
+    """bench-waiters with every reader parked: (the child, the daemon's
+    status with one reader per stream, then with all of them)."""
+    w = b.spawn([b.prog("bench/bench-waiters"), str(m.path), str(runs_file),
+                 str(cfg.w_streams), str(cfg.w_readers), prefix], "fs-waiters", stdin=True)
+    try:
+        w.expect("stage1", 120)
+        m.wait_parked(streams, 300)
+        one = m.status()
+        w.send("go\n")
+        w.expect("stage2", 300)
+        m.wait_parked(total, 300)
+        return w, one, m.status()
+    except BaseException:
+        w.stop()
+        raise
 
 
 def waiters_triggerfs(b: Bench, cfg: Config, runs: list, runs_file: Path,
                       rep: int) -> dict:
     streams, total = len(runs) * cfg.w_streams, len(runs) * cfg.w_streams * cfg.w_readers
     prefix = f"w-fs-{rep}-"
-    files = [f"{r}/input/{prefix}{k}" for r in runs for k in range(cfg.w_streams)]
     with b.mount(f"waiters-{rep}") as m:
         idle = m.status()
-        files = [m.path / "runs" / f for f in files]
-        t0 = time.monotonic()
+        files = [m.stream(r, f"{prefix}{k}") for r in runs for k in range(cfg.w_streams)]
+        lat_idle = stat_ls(m, runs, files, cfg.stat_samples)
+        t0, srv0 = time.monotonic(), b.server_cpu_s()
         with Sampler(m.pid) as sampler:
-            w = b.spawn([b.prog("bench/bench-waiters"), str(m.path), str(runs_file),
-                         str(cfg.w_streams), str(cfg.w_readers), prefix],
-                        "fs-waiters", stdin=True)
-            w.expect("stage1", 120)
-            m.wait_parked(streams, 300)
-            one = m.status()
-            w.send("go\n")
-            w.expect("stage2", 300)
-            m.wait_parked(total, 300)
-            setup_s = time.monotonic() - t0
-            waiting = m.status()
-            lat = stat_ls(m, runs, files, cfg.stat_samples)
-            rel = release(b, runs_file, cfg, prefix, w)
+            w, one, waiting = park_readers(b, m, cfg, runs_file, prefix, streams, total)
+            try:
+                setup_s = time.monotonic() - t0
+                setup_share = (b.server_cpu_s() - srv0) / setup_s
+                lat = stat_ls(m, runs, files, cfg.stat_samples)
+                cpu0 = m.runtime_s()
+                rel = release(b, runs_file, cfg, prefix, w)
+                release_cpu = m.runtime_s() - cpu0
+            finally:
+                w.stop()
         if rel["done"]["ok"] != total:
             raise BenchError(f"{rel['done']['failed']} of {total} readers failed: "
                              f"{rel['done']['first_error']}")
@@ -278,14 +298,16 @@ def waiters_triggerfs(b: Bench, cfg: Config, runs: list, runs_file: Path,
                 "max_rss": sampler.max_rss, "idle_rss": idle["rss"],
                 "one_reader_per_stream_rss": one["rss"],
                 "stat_ms": lat["stat"], "ls_ms": lat["ls"],
-                **{k: rel[k] for k in ("sends_s", "release_s", "server_cpu_share")}}
+                "stat_idle_ms": lat_idle["stat"], "ls_idle_ms": lat_idle["ls"],
+                "daemon_cpu_release_s": release_cpu, "server_cpu_share_setup": setup_share,
+                **{k: rel[k] for k in RELEASE_KEYS}}
 
 
 def waiters_process(b: Bench, cfg: Config, way: str, runs_file: Path, total: int,
                     rep: int) -> dict:
     """direct and sdk: one process holds every stream's subscription."""
     prefix = f"w-{way}-{rep}-"
-    t0 = time.monotonic()
+    t0, srv0 = time.monotonic(), b.server_cpu_s()
     if way == "direct":
         w = b.spawn([b.prog("bench/bench-direct"), "waiters", str(runs_file),
                      str(cfg.w_streams), str(cfg.w_readers), prefix], "direct-waiters")
@@ -297,6 +319,7 @@ def waiters_process(b: Bench, cfg: Config, way: str, runs_file: Path, total: int
         with Sampler(w.pid) as sampler:
             w.expect("ready", 300)
             setup_s = time.monotonic() - t0
+            setup_share = (b.server_cpu_s() - srv0) / setup_s
             waiting = proc_status(w.pid)
             rel = release(b, runs_file, cfg, prefix, w)
     finally:
@@ -305,7 +328,7 @@ def waiters_process(b: Bench, cfg: Config, way: str, runs_file: Path, total: int
         raise BenchError(f"released {rel['done']['released']} of {total}")
     return {"readers": total, "setup_s": setup_s, "threads": sampler.max_threads,
             "rss": waiting["rss"], "max_rss": sampler.max_rss,
-            **{k: rel[k] for k in ("sends_s", "release_s", "server_cpu_share")}}
+            "server_cpu_share_setup": setup_share, **{k: rel[k] for k in RELEASE_KEYS}}
 
 
 def scenario_waiters(b: Bench, cfg: Config) -> dict:
