@@ -253,6 +253,37 @@ def write_line(path: str, line: bytes) -> tuple:
             pass
 
 
+WRITE_LINE = textwrap.dedent("""
+    import os, sys, time
+    fd = os.open(sys.argv[1], os.O_WRONLY)
+    t0 = time.monotonic()
+    try:
+        os.write(fd, sys.argv[2].encode())
+        err = 0
+    except OSError as e:
+        err = e.errno
+    print(err, time.monotonic() - t0, flush=True)
+""")
+
+
+def write_line_in_child(path: str, line: bytes) -> subprocess.Popen:
+    """write_line in another process, whose stdout says "errno seconds".
+    (This process must not hold a file of the mount open while it forks
+    the server: the child's close-on-exec would flush that file, and a
+    FUSE flush waits for the write in progress on it.)"""
+    return subprocess.Popen(["/usr/bin/python3", "-c", WRITE_LINE, path, line.decode()],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+
+
+def in_fuse_request(pid: int) -> bool:
+    """Is the process waiting for the daemon's answer to a FUSE request?"""
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            return f.read() == "request_wait_answer"
+    except FileNotFoundError:
+        return False
+
+
 def test_sends_while_the_server_is_down_retry_until_send_timeout(make_server, mount_factory):
     srv = make_server(args=("-q",))
     run, _ = srv.trigger_run()
@@ -262,12 +293,11 @@ def test_sends_while_the_server_is_down_retry_until_send_timeout(make_server, mo
 
     # Down for less than send_timeout: the write waits and succeeds.
     srv.kill9()
-    result: list = []
-    writer = threading.Thread(target=lambda: result.append(write_line(path, b"2\n")))
-    writer.start()
+    writer = write_line_in_child(path, b"2\n")
+    wait_for(lambda: in_fuse_request(writer.pid), 10 * SLACK, what="the write to be under way")
     srv.start()
-    writer.join(10 * SLACK)
-    assert result and result[0][0] == 0, result
+    out, _ = writer.communicate(timeout=10 * SLACK)
+    assert out.split()[0] == b"0", out
 
     # Down for longer: retried until send_timeout, then EIO.
     srv.kill9()
