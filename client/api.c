@@ -3,8 +3,10 @@
  * key is sent only to the claims endpoint; everything else carries a JWT
  * minted for exactly its scopes and cached), attempts retried with backoff
  * until the request's deadline, one send at a time per (run, stream) so
- * they are stored in the order submitted, and the public request
- * functions, which build everything on the caller's thread.
+ * they are stored in the order submitted, a send whose outcome is unknown
+ * looked up in its stream before it is repeated (the API stores a repeated
+ * send twice), and the public request functions, which build everything
+ * on the caller's thread.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,10 +19,34 @@
 #define JWT_LIFETIME_S 300
 #define JWT_RENEW_S 60          /* re-mint when less than this remains */
 #define LAST_TRY_MS 50          /* the time a last attempt gets */
+#define SINCE_MAX 256           /* own sends remembered between two reads */
+#define STREAM_IDLE_MS 600000   /* forget a stream unused this long */
 
-struct sendq {                  /* sends waiting on one (run, stream) */
-	struct tc_map_node node;        /* key: the head's URL */
+/* A (run, stream) this client sends to: the sends waiting their turn, and
+ * what it knows of the stream (see "was it stored?" below). */
+struct stream {
+	struct tc_map_node node;        /* key: url */
+	char *url, *run, *name;
 	struct tc_req *head, *tail;
+	/* The stream's tail (next seq) when it was last read: since records
+	 * are never removed, a lower bound of the tail ever after. */
+	long long base;
+	int known;              /* since[] holds all our sends stored from base */
+	int unreadable;         /* the credential may not read it: no checks */
+	uint64_t *since;        /* value hashes of those sends */
+	unsigned nsince, capsince;
+	int64_t idle_at;
+};
+
+struct stream_read;
+
+/* What a timer of a request means. */
+enum req_phase {
+	PH_ATTEMPT,             /* backoff over: try again */
+	PH_TURN,                /* a send's turn in its stream has come */
+	PH_READ,                /* read the stream: was it stored? */
+	PH_READING,             /* the deadline, while the stream is read */
+	PH_READ_DONE,           /* the read is over: act on it */
 };
 
 struct tc_req {
@@ -28,10 +54,9 @@ struct tc_req {
 	struct tc_link link;            /* c->reqs while live */
 	trigger_client *c;
 	struct tc_xfer xfer;
-	struct tc_timer timer;          /* backoff, or our turn in a sendq */
+	struct tc_timer timer;          /* see enum req_phase */
+	enum req_phase phase;
 	struct tc_waiter wait;          /* for the claims */
-	struct sendq *q;
-	struct tc_req *qnext;
 	int post, is_send, is_claims, reserved, overflow;
 	char *url, *body;
 	size_t body_len;
@@ -44,6 +69,21 @@ struct tc_req {
 	size_t resp_len, resp_cap;
 	trigger_done_fn done;
 	void *arg;
+
+	/* sends only */
+	char *run, *name;
+	uint64_t vhash;                 /* value_hash of what is sent */
+	struct stream *st;
+	struct tc_req *qnext;
+	struct stream_read *read;       /* the read under way, or NULL */
+	int unverified;                 /* sent blindly: the stream is unreadable */
+	int maybe_stored;               /* an attempt may have been stored and
+					 * no read has said whether */
+	int verifying;                  /* the read looks for our value */
+	struct trigger_result trouble;  /* the latest failure, body-less */
+	struct trigger_result rd_res;   /* how the read ended */
+	long long rd_last;              /* the last seq it saw, or -1 */
+	unsigned rd_matches;            /* records holding our value */
 };
 
 struct jwt_entry {
@@ -282,56 +322,412 @@ void tc_auth_cancel(trigger_client *c, struct tc_waiter *w)
 
 /* ---- send order -------------------------------------------------------- */
 
-/* Returns whether r is at the head (may start), or -1 without memory. */
-static int sendq_push(trigger_client *c, struct tc_req *r)
+static void stream_free(struct stream *st)
 {
-	struct tc_map_node *n = tc_map_find(&c->sendqs, r->url);
-	struct sendq *q;
+	free(st->url);
+	free(st->run);
+	free(st->name);
+	free(st->since);
+	free(st);
+}
 
-	if (n) {
-		q = tc_container_of(n, struct sendq, node);
-		q->tail->qnext = r;
-		q->tail = r;
-		r->q = q;
+static void stream_free_node(struct tc_map_node *n)
+{
+	stream_free(tc_container_of(n, struct stream, node));
+}
+
+static int stream_idle(struct tc_map_node *n, void *now)
+{
+	struct stream *st = tc_container_of(n, struct stream, node);
+
+	if (st->head || *(int64_t *)now - st->idle_at < STREAM_IDLE_MS)
 		return 0;
-	}
-	q = calloc(1, sizeof(*q));
-	if (!q)
-		return -1;
-	q->node.key = r->url;
-	if (tc_map_add(&c->sendqs, &q->node)) {
-		free(q);
-		return -1;
-	}
-	q->head = q->tail = r;
-	r->q = q;
+	stream_free(st);
 	return 1;
 }
 
-static void sendq_remove(trigger_client *c, struct tc_req *r)
+/* The state of r's stream, made on its first send; NULL without memory. */
+static struct stream *stream_get(trigger_client *c, struct tc_req *r)
 {
-	struct sendq *q = r->q;
-	struct tc_req **p = &q->head, *prev = NULL;
-	int was_head = q->head == r;
+	struct tc_map_node *n = tc_map_find(&c->streams, r->url);
+	struct stream *st;
+	int64_t now = tc_now_ms();
+
+	if (n)
+		return tc_container_of(n, struct stream, node);
+	if (c->streams.n >= c->streams_sweep_at) {
+		tc_map_sweep(&c->streams, stream_idle, &now);
+		c->streams_sweep_at = c->streams.n * 2 > 64 ? c->streams.n * 2 : 64;
+	}
+	st = calloc(1, sizeof(*st));
+	if (!st)
+		return NULL;
+	st->url = strdup(r->url);
+	st->run = strdup(r->run);
+	st->name = strdup(r->name);
+	st->node.key = st->url;
+	if (!st->url || !st->run || !st->name || tc_map_add(&c->streams, &st->node)) {
+		stream_free(st);
+		return NULL;
+	}
+	return st;
+}
+
+/* Returns whether r is at the head (may start), or -1 without memory. */
+static int stream_push(trigger_client *c, struct tc_req *r)
+{
+	struct stream *st = stream_get(c, r);
+
+	if (!st)
+		return -1;
+	r->st = st;
+	if (st->head) {
+		st->tail->qnext = r;
+		st->tail = r;
+		return 0;
+	}
+	st->head = st->tail = r;
+	return 1;
+}
+
+static void stream_remove(trigger_client *c, struct tc_req *r)
+{
+	struct stream *st = r->st;
+	struct tc_req **p = &st->head, *prev = NULL;
+	int was_head = st->head == r;
 
 	while (*p != r) {
 		prev = *p;
 		p = &prev->qnext;
 	}
 	*p = r->qnext;
-	if (q->tail == r)
-		q->tail = prev;
-	r->q = NULL;
-	if (!q->head) {
-		tc_map_del(&c->sendqs, &q->node);
-		free(q);
+	if (st->tail == r)
+		st->tail = prev;
+	r->st = NULL;
+	st->idle_at = tc_now_ms();
+	if (st->head && was_head && !c->down) {  /* its turn, from the timer */
+		st->head->deadline = tc_now_ms() + st->head->timeout_ms;
+		st->head->phase = PH_TURN;
+		tc_timer_arm(c, &st->head->timer, tc_now_ms());
+	}
+}
+
+/* ---- was it stored? -----------------------------------------------------
+ *
+ * The send endpoint has no idempotency key, so a send repeated after an
+ * answer that never came (the connection failed once the request was out,
+ * a 5xx, a timeout) may be stored twice.  Before repeating such a send the
+ * client reads the stream to see whether it is already there.
+ *
+ * Nothing of ours can mark a send (the envelope id is the server's, the
+ * value the user's), so a send is recognised by its value, counting: before
+ * its first send to a stream the client reads the stream's tail (base);
+ * from then on it remembers a hash of each value of its own stored from
+ * base on.  A send whose outcome is unknown was stored iff the records
+ * from base hold more copies of its value than our earlier sends account
+ * for.  Each read moves base to the tail it saw.  With this client the only
+ * writer that is exact.  What it cannot tell apart: another writer storing
+ * the very same value to the same stream after base (the send is then
+ * taken as stored, and lost if it was not), and a request held up inside
+ * the server until after the read (it is repeated and stored twice).
+ * A credential that may not read the stream gets the old blind retries.
+ */
+
+struct stream_read {            /* lives until its subscription's CLOSED */
+	trigger_sub *sub;
+	struct tc_req *r;       /* NULL once the send stopped waiting */
+	uint64_t want;          /* verifying: the value looked for */
+	long long last;
+	unsigned matches;
+};
+
+static uint64_t mix(uint64_t h, uint64_t v)
+{
+	h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+	h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;    /* splitmix64 */
+	h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+	return h ^ (h >> 31);
+}
+
+static uint64_t bytes_hash(const char *s, size_t n)
+{
+	uint64_t h = 14695981039346656037ull;   /* FNV-1a */
+
+	while (n--)
+		h = (h ^ (unsigned char)*s++) * 1099511628211ull;
+	return h;
+}
+
+/* Depends only on what JSON.parse makes of the text, which is what the
+ * server stores (JSON.stringify of it): member order, whitespace, escapes
+ * and the spelling of numbers (all doubles, -0 is 0) do not count. */
+static uint64_t value_hash(json_t *j)
+{
+	uint64_t h = json_typeof(j) + 1, sum = 0, bits;
+	const char *key;
+	json_t *v;
+	size_t i;
+	double d;
+
+	switch (json_typeof(j)) {
+	case JSON_OBJECT:
+		json_object_foreach(j, key, v)
+			sum += mix(bytes_hash(key, strlen(key)), value_hash(v));
+		return mix(mix(h, sum), json_object_size(j));
+	case JSON_ARRAY:
+		json_array_foreach(j, i, v)
+			h = mix(h, value_hash(v));
+		return mix(h, json_array_size(j));
+	case JSON_STRING:
+		return mix(h, bytes_hash(json_string_value(j),
+					 json_string_length(j)));
+	case JSON_INTEGER:
+	case JSON_REAL:
+		d = json_number_value(j);
+		if (d == 0)
+			d = 0;
+		memcpy(&bits, &d, sizeof(bits));
+		return mix(JSON_REAL + 1, bits);
+	default:
+		return h;
+	}
+}
+
+static uint64_t text_hash(const char *text, size_t len)
+{
+	json_t *j = json_loadb(text, len, JSON_DECODE_ANY |
+			       JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, NULL);
+	uint64_t h;
+
+	if (!j)         /* past jansson (1e400, lone surrogates): as text */
+		return mix(~0ull, bytes_hash(text, len));
+	h = value_hash(j);
+	json_decref(j);
+	return h;
+}
+
+static void keep_trouble(struct trigger_result *to,
+			 const struct trigger_result *res)
+{
+	*to = *res;
+	to->body = NULL;
+	to->jwt = NULL;
+}
+
+/* r stops waiting for its read (the read frees itself at CLOSED). */
+static void read_detach(struct tc_req *r, int unsubscribe)
+{
+	struct stream_read *v = r->read;
+
+	v->r = NULL;
+	r->read = NULL;
+	if (unsubscribe)
+		trigger_unsubscribe(v->sub);    /* may free v */
+}
+
+/* The read ended (res): act on it from the timer, outside its callbacks. */
+static void read_over(struct tc_req *r, const struct trigger_result *res,
+		      int unsubscribe)
+{
+	struct stream_read *v = r->read;
+
+	keep_trouble(&r->rd_res, res);
+	r->rd_last = v->last;
+	r->rd_matches = v->matches;
+	if (!r->c->down) {      /* at shutdown the request is cancelled */
+		r->phase = PH_READ_DONE;
+		tc_timer_arm(r->c, &r->timer, tc_now_ms());
+	}
+	read_detach(r, unsubscribe);
+}
+
+static void read_record(void *arg, const struct trigger_record *rec)
+{
+	struct stream_read *v = arg;
+
+	if (!v->r)
+		return;
+	v->last = rec->seq;
+	if (v->r->verifying && text_hash(rec->json, rec->json_len) == v->want)
+		v->matches++;
+}
+
+static void read_event(void *arg, enum trigger_sub_event ev,
+		       const struct trigger_result *res)
+{
+	struct stream_read *v = arg;
+	struct tc_req *r = v->r;
+
+	if (ev == TRIGGER_SUB_CLOSED) {
+		if (r)
+			read_over(r, res, 0);
+		free(v);
+	} else if (r && ev == TRIGGER_SUB_CAUGHT_UP) {
+		read_over(r, res, 1);
+	} else if (r && ev == TRIGGER_SUB_FAILED) {
+		read_over(r, res, 0);           /* CLOSED follows */
+	} else if (r && ev == TRIGGER_SUB_RECONNECTING) {
+		keep_trouble(&r->trouble, res);
+	}
+}
+
+static const struct trigger_sub_callbacks read_cb = {
+	.record = read_record,
+	.event = read_event,
+};
+
+/* Reads r's stream from base until caught up, to learn its tail or (when
+ * verifying) whether r's value is there; ends by r's deadline. */
+static void read_start(struct tc_req *r, int verifying)
+{
+	trigger_client *c = r->c;
+	struct stream *st = r->st;
+	struct stream_read *v = calloc(1, sizeof(*v));
+
+	r->verifying = verifying;
+	if (v) {
+		v->r = r;
+		v->want = r->vhash;
+		v->last = -1;
+		r->read = v;
+		v->sub = trigger_subscribe(c, st->run, st->name, st->base - 1,
+					   &read_cb, v);
+	}
+	if (!v || !v->sub) {
+		int code = tc_cred_check(c, NULL, NULL, NULL);
+
+		r->read = NULL;
+		free(v);
+		req_fail(r, code ? code : TRIGGER_E_NOMEM, code ?
+			 trigger_strerror(code) : "out of memory");
 		return;
 	}
-	q->node.key = q->head->url;     /* same text, the owner changes */
-	if (was_head && !c->down) {     /* its turn, from the timer: no recursion */
-		q->head->deadline = tc_now_ms() + q->head->timeout_ms;
-		tc_timer_arm(c, &q->head->timer, tc_now_ms());
+	r->phase = PH_READING;
+	tc_timer_arm(c, &r->timer, r->deadline);
+}
+
+static unsigned own_copies(const struct stream *st, uint64_t h)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < st->nsince; i++)
+		n += st->since[i] == h;
+	return n;
+}
+
+/* The deadline came while reading. */
+static void read_timeout(struct tc_req *r)
+{
+	struct trigger_result res = { .code = TRIGGER_E_TIMEOUT };
+
+	read_detach(r, 1);
+	if (r->trouble.code) {
+		req_finish(r, &r->trouble);
+		return;
 	}
+	snprintf(res.error, sizeof(res.error), "no answer within the send "
+		 "timeout");
+	req_finish(r, &res);
+}
+
+static int fatal_for_send(trigger_code code)
+{
+	return code == TRIGGER_E_UNAUTHORIZED || code == TRIGGER_E_EXPIRED ||
+	       code == TRIGGER_E_NOMEM || code == TRIGGER_E_CANCELLED;
+}
+
+/* Not stored after all: try again after the backoff a retry waits. */
+static void send_again(struct tc_req *r)
+{
+	int64_t now = tc_now_ms(), at = now + tc_backoff(r->c, &r->backoff);
+
+	if (at > r->deadline - LAST_TRY_MS)
+		at = r->deadline - LAST_TRY_MS;
+	r->phase = PH_ATTEMPT;
+	tc_timer_arm(r->c, &r->timer, at > now ? at : now);
+}
+
+static void read_done(struct tc_req *r)
+{
+	struct stream *st = r->st;
+	const struct trigger_result *res = &r->rd_res;
+	struct trigger_result ok = { .code = TRIGGER_OK };
+
+	if (res->code == TRIGGER_OK) {
+		int stored = r->verifying &&
+			     r->rd_matches > own_copies(st, r->vhash);
+
+		if (r->rd_last + 1 > st->base)
+			st->base = r->rd_last + 1;
+		st->known = 1;
+		st->nsince = 0;
+		r->maybe_stored = 0;
+		if (stored)
+			req_finish(r, &ok);
+		else if (r->verifying)
+			send_again(r);
+		else
+			req_attempt(r);
+		return;
+	}
+	if (!r->verifying && !fatal_for_send(res->code)) {
+		/* Not ours to read, or the send will tell better why not. */
+		st->unreadable = res->code == TRIGGER_E_FORBIDDEN;
+		r->unverified = 1;
+		req_attempt(r);
+		return;
+	}
+	req_finish(r, r->verifying && r->trouble.code ? &r->trouble : res);
+}
+
+/* A send's turn: first learn where its stream stands, if need be. */
+static void send_begin(struct tc_req *r)
+{
+	if (r->st->known || r->st->unreadable) {
+		r->unverified = r->st->unreadable;
+		req_attempt(r);
+	} else {
+		read_start(r, 0);
+	}
+}
+
+/* An attempt that may have been stored: look before trying again, at
+ * once (the answer failed, so the server is most likely done with it; the
+ * backoff comes before a repeat).  Returns 0 when there is no time left. */
+static int send_unsure(struct tc_req *r, const struct trigger_result *res)
+{
+	trigger_client *c = r->c;
+	int64_t now = tc_now_ms();
+
+	keep_trouble(&r->trouble, res);
+	r->maybe_stored = 1;
+	if (c->down || r->deadline - now <= LAST_TRY_MS)
+		return 0;
+	r->phase = PH_READ;
+	tc_timer_arm(c, &r->timer, now);
+	return 1;
+}
+
+/* The server said the send is stored. */
+static void send_stored(struct tc_req *r)
+{
+	struct stream *st = r->st;
+
+	if (r->unverified || !st->known)
+		return;
+	if (st->nsince == st->capsince) {
+		unsigned cap = st->capsince ? st->capsince * 2 : 16;
+		uint64_t *p = cap <= SINCE_MAX ?
+			      realloc(st->since, cap * sizeof(*p)) : NULL;
+
+		if (!p) {
+			st->known = 0;  /* the next send reads the tail again */
+			return;
+		}
+		st->since = p;
+		st->capsince = cap;
+	}
+	st->since[st->nsince++] = r->vhash;
 }
 
 /* ---- one request ------------------------------------------------------- */
@@ -346,6 +742,8 @@ static void req_free(trigger_client *c, struct tc_req *r)
 	free(r->url);
 	free(r->body);
 	free(r->resp);
+	free(r->run);
+	free(r->name);
 	free(r);
 }
 
@@ -354,8 +752,13 @@ static void req_finish(struct tc_req *r, const struct trigger_result *res)
 	trigger_client *c = r->c;
 
 	tc_link_del(&r->link);
-	if (r->q)
-		sendq_remove(c, r);
+	if (r->read)
+		read_detach(r, 1);
+	if (r->st) {
+		if (r->maybe_stored)    /* our sends since base: unknown */
+			r->st->known = 0;
+		stream_remove(c, r);
+	}
 	r->done(r->arg, res);
 	req_free(c, r);
 }
@@ -400,6 +803,11 @@ static void req_xfer_done(struct tc_xfer *x, CURLcode rc)
 		res.status = x->status;
 		tc_result_set(&res, TRIGGER_E_PROTOCOL, "answer over %zu bytes "
 			      "or out of memory", TC_BODY_MAX);
+	} else if (r->is_send && !r->unverified && tc_may_have_acted(x, rc)) {
+		if (send_unsure(r, &res)) {
+			json_decref(body);
+			return;
+		}
 	} else if (tc_retryable(rc, res.status) && !c->down) {
 		int64_t now = tc_now_ms(), at = now + tc_backoff(c, &r->backoff);
 
@@ -408,10 +816,13 @@ static void req_xfer_done(struct tc_xfer *x, CURLcode rc)
 			at = r->deadline - LAST_TRY_MS;
 		if (at > now) {
 			json_decref(body);
+			r->phase = PH_ATTEMPT;
 			tc_timer_arm(c, &r->timer, at);
 			return;
 		}
 	}
+	if (r->is_send && res.code == TRIGGER_OK)
+		send_stored(r);
 	req_finish(r, &res);
 	json_decref(body);
 }
@@ -425,7 +836,7 @@ static void req_attempt(struct tc_req *r)
 {
 	trigger_client *c = r->c;
 	struct tc_xfer_spec s = {
-		.url = r->url, .post = r->post,
+		.url = r->url, .post = r->post, .once = r->is_send,
 		.body = r->body, .body_len = r->body_len,
 	};
 	struct trigger_result res;
@@ -455,7 +866,25 @@ static void req_attempt(struct tc_req *r)
 
 static void req_on_timer(struct tc_timer *t)
 {
-	req_attempt(tc_container_of(t, struct tc_req, timer));
+	struct tc_req *r = tc_container_of(t, struct tc_req, timer);
+
+	switch (r->phase) {
+	case PH_ATTEMPT:
+		req_attempt(r);
+		break;
+	case PH_TURN:
+		send_begin(r);
+		break;
+	case PH_READ:
+		read_start(r, 1);
+		break;
+	case PH_READING:
+		read_timeout(r);
+		break;
+	case PH_READ_DONE:
+		read_done(r);
+		break;
+	}
 }
 
 static void req_on_auth(struct tc_waiter *w, const struct trigger_result *fail)
@@ -482,9 +911,11 @@ static void req_activate(trigger_client *c, struct tc_req *r)
 		tc_random_hex(c, r->idem, 32);
 	r->deadline = tc_now_ms() + r->timeout_ms;
 	if (r->is_send)
-		head = sendq_push(c, r);
+		head = stream_push(c, r);
 	if (head < 0)
 		req_fail(r, TRIGGER_E_NOMEM, "out of memory");
+	else if (head && r->is_send)
+		send_begin(r);
 	else if (head)
 		req_attempt(r);
 }
@@ -532,15 +963,10 @@ void tc_api_shutdown(trigger_client *c)
 	}
 }
 
-static void sendq_free(struct tc_map_node *n)
-{
-	free(tc_container_of(n, struct sendq, node));
-}
-
 void tc_api_destroy(trigger_client *c)
 {
 	tc_map_destroy(&c->auth.jwts, jwt_entry_free);
-	tc_map_destroy(&c->sendqs, sendq_free);
+	tc_map_destroy(&c->streams, stream_free_node);
 	free(c->auth.sub);
 	free(c->auth.key_line);
 }
@@ -590,7 +1016,8 @@ static void run_scopes(struct tc_req *r, const char *run)
 /* Hands r to the event thread, or frees it when building failed. */
 static int req_submit(struct tc_req *r)
 {
-	int ok = r->url && (!r->post || r->body || r->is_claims);
+	int ok = r->url && (!r->post || r->body || r->is_claims) &&
+		 (!r->is_send || (r->run && r->name));
 
 	for (size_t i = 0; i < r->nscopes; i++)
 		ok = ok && r->scopes[i];
@@ -630,6 +1057,9 @@ int trigger_send(trigger_client *c, const char *run_id, const char *stream_id,
 		return TRIGGER_E_NOMEM;
 	r->is_send = 1;
 	r->url = tc_stream_url(c, run_id, stream_id);
+	r->run = strdup(run_id);
+	r->name = strdup(stream_id);
+	r->vhash = text_hash(json, len);
 	r->body = malloc(sizeof(pre) + len + 1);
 	if (r->body) {
 		memcpy(r->body, pre, sizeof(pre) - 1);

@@ -454,6 +454,24 @@ struct curl_slist *tc_headers(const char *auth_line, const char *accept,
 	return l;
 }
 
+/* A `once` body goes out through this callback, not CURLOPT_POSTFIELDS:
+ * when a reused connection dies before any byte of the answer, curl sends
+ * the request again on a fresh one by itself, and a send the server had
+ * already stored would be stored twice.  A body given by callback cannot
+ * be rewound (there is no seek callback), so curl fails that transfer
+ * with CURLE_SEND_FAIL_REWIND instead and api.c decides what to do. */
+static size_t on_read(char *p, size_t size, size_t n, void *ud)
+{
+	struct tc_xfer *x = ud;
+	size_t len = size * n, left = x->body_len - x->body_off;
+
+	if (len > left)
+		len = left;
+	memcpy(p, x->body + x->body_off, len);
+	x->body_off += len;
+	return len;
+}
+
 static CURL *easy_get(trigger_client *c)
 {
 	return c->npool ? c->pool[--c->npool] : curl_easy_init();
@@ -495,9 +513,14 @@ static void easy_setup(trigger_client *c, struct tc_xfer *x, CURL *e,
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-	if (s->post) {
-		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
-				 (curl_off_t)s->body_len);
+	if (!s->post)
+		return;
+	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)s->body_len);
+	if (s->once) {
+		curl_easy_setopt(e, CURLOPT_POST, 1L);
+		curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+		curl_easy_setopt(e, CURLOPT_READDATA, x);
+	} else {
 		curl_easy_setopt(e, CURLOPT_POSTFIELDS, s->body ? s->body : "");
 	}
 }
@@ -513,6 +536,9 @@ int tc_xfer_start(trigger_client *c, struct tc_xfer *x,
 	}
 	x->errbuf[0] = '\0';
 	x->status = 0;
+	x->body = s->once ? s->body : NULL;
+	x->body_len = x->body ? s->body_len : 0;
+	x->body_off = 0;
 	tc_xfer_clear(x);
 	x->easy = e;
 	x->hdrs = s->hdrs;
@@ -612,6 +638,18 @@ int tc_retryable(CURLcode rc, long status)
 	default:
 		return 1;
 	}
+}
+
+int tc_may_have_acted(const struct tc_xfer *x, CURLcode rc)
+{
+	if (rc == CURLE_OK)
+		return x->status >= 500;
+	/* curl wanted to send it again: it had gone out, at least in part. */
+	if (rc == CURLE_SEND_FAIL_REWIND)
+		return 1;
+	/* A body cut short is never acted on; what curl took whole may have
+	 * reached the server even if the connection failed right after. */
+	return x->body && x->body_off == x->body_len;
 }
 
 void tc_result_set(struct trigger_result *res, trigger_code code,

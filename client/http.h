@@ -113,12 +113,17 @@ struct tc_xfer {
 	struct curl_slist *hdrs;
 	long status;
 	char *jwt;              /* x-trigger-jwt of the answer, or NULL */
+	const char *body;       /* a `once` body, and how much curl took */
+	size_t body_len, body_off;
 	char errbuf[CURL_ERROR_SIZE];
 };
 
 struct tc_xfer_spec {
 	const char *url;
 	int post;
+	/* The body may reach the server at most once per transfer: curl must
+	 * not send it again by itself (see on_read in http.c). */
+	int once;
 	const char *body;       /* must outlive the transfer */
 	size_t body_len;
 	struct curl_slist *hdrs;        /* handed over, freed by the xfer */
@@ -148,6 +153,10 @@ void tc_xfer_clear(struct tc_xfer *x);  /* frees the jwt copy */
 trigger_code tc_status_code(long status, const char *error);
 /* Whether an attempt that ended so is worth repeating. */
 int tc_retryable(CURLcode rc, long status);
+/* Whether a failed `once` transfer may still have been acted on: the
+ * server answered 5xx, or the connection failed after the whole request
+ * went out.  (408 and 429 are refusals: nothing was done.) */
+int tc_may_have_acted(const struct tc_xfer *x, CURLcode rc);
 /* Fills res from a transfer's outcome.  body/len: the answer buffered
  * (may be NULL); *parsed receives the JSON body (caller decrefs). */
 void tc_result_fill(struct trigger_result *res, const struct tc_xfer *x,
@@ -220,7 +229,8 @@ struct trigger_client {
 	int down;               /* the event thread saw stopping */
 	struct tc_link reqs, subs;
 	struct tc_auth auth;
-	struct tc_map sendqs;
+	struct tc_map streams;  /* api.c: the (run, stream)s sent to */
+	size_t streams_sweep_at;
 };
 
 /* Shutdown hooks on the event thread, and cleanup after the join. */
