@@ -134,6 +134,7 @@ class _Conn:
         self.cut_pending: Optional[float] = None   # when the request went up
         self.tasks: list = []
         self.flowing = asyncio.Event()
+        self.held = 0               # bytes read from the client, not yet forwarded
 
     def abort(self) -> None:
         for w in (self.client_w, self.upstream_w):
@@ -210,6 +211,11 @@ class FaultProxy:
         with self._lock:
             return sum(1 for m, p, _ in self.requests
                        if m == method and p.startswith(path_prefix))
+
+    def held(self) -> int:
+        """Bytes a stall holds back from the server right now."""
+        with self._lock:
+            return sum(c.held for c in self._conns)
 
     def requests_list(self) -> list:
         with self._lock:
@@ -317,7 +323,11 @@ class FaultProxy:
                 if dst.can_write_eof() and not dst.is_closing():
                     dst.write_eof()
                 return
+            if upward:
+                conn.held += len(data)
             await conn.flowing.wait()
+            if upward:
+                conn.held -= len(data)
             if self._delay:
                 await asyncio.sleep(self._delay)
             if upward:
