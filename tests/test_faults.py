@@ -128,9 +128,11 @@ def check_readers_got_the_stream(srv: DevServer, run: str, stream: str, records:
     # stored twice: that is the server's doing, and readers must see it).
     assert sorted({v["i"] for _, v in stored}) == list(range(records))
     want = [compact(v) for _, v in stored]
-    wait_for(lambda: all(line_count(o) >= len(want) for o in outs), timeout,
-             what=f"{len(cats)} readers to get {len(want)} records: "
-                  f"{[line_count(o) for o in outs]}")
+    try:
+        wait_for(lambda: all(line_count(o) >= len(want) for o in outs), timeout)
+    except AssertionError:
+        raise AssertionError(f"readers did not get {len(want)} records within {timeout}s: "
+                             f"they have {[line_count(o) for o in outs]}") from None
     srv.cancel(run)
     for p in cats:
         _, err = p.communicate(timeout=10 * SLACK)
