@@ -266,3 +266,41 @@ def test_plain_http_to_loopback_is_allowed(mount_factory, server, run, host):
     m = mount_factory(api_url=f"http://{host}:{server.port}")
     assert sh('echo 1 > "$S"', env={"S": m.input(run, "lo")}).returncode == 0
     assert [v for _, v in server.records(run, "lo")] == [1]
+
+
+# ------------------------------------------------ test output
+
+INNER_TEST = '''
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from conftest import server, run, make_server  # noqa: F401
+from mount_ctl import mount_factory, sh  # noqa: F401
+
+
+def test_fails_with_everything_in_its_report(mount_factory, server, run):
+    with open(os.environ["KEY_OUT"], "w") as f:
+        f.write(server.secret_key)
+    m = mount_factory(options=["debug"])
+    sh('echo 1 > "$S"; cat "$S" & sleep 0.2; kill %1', env={{"S": m.input(run, "x")}})
+    m.proc.send_signal(signal.SIGKILL)      # teardown reports the crash
+    print(m.argv(), m.stderr(), server.log_tail(100), server.request_log_entries())
+    assert False, (m.argv(), m.stderr(), server.log_tail(100))
+'''
+
+
+def test_failing_tests_do_not_print_credentials(tmp_path):
+    """The harness's own failure reports (daemon stderr, server log, request
+    log, argv) carry no credential, even with -s and full tracebacks."""
+    inner = tmp_path / "test_inner.py"
+    inner.write_text(INNER_TEST.format(tests=os.path.dirname(os.path.abspath(__file__))))
+    key_out = tmp_path / "key"
+    r = subprocess.run(["/usr/bin/python3", "-m", "pytest", "-s", "-v", "-rA", "--tb=long",
+                        "-p", "no:cacheprovider", "--rootdir", str(tmp_path), "-c", os.devnull,
+                        str(inner)], env={**os.environ, "KEY_OUT": str(key_out)},
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1 and b"1 failed" in out and b"1 error" in out, out[-3000:]
+    assert b"unique:" in out            # the daemon's debug trace is in the report
+    key = key_out.read_bytes()
+    assert key.startswith(b"tr_dev_")
+    assert key not in out and not JWT_RE.search(out)
