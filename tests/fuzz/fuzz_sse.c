@@ -132,7 +132,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(norm, "malloc");
 	nn = normalize_eol(norm, s, size);
 	same(&whole, rw, &lf, run(norm, nn, 0, 0, &lf), "with LF line ends");
-
 	same(&whole, rw, &bytes, run(s, size, 0, 1, &bytes), "byte by byte");
 	same(&whole, rw, &pieces, run(s, size, seed, 0, &pieces), "in pieces");
 	check_reset(s, size, size ? (size_t)(seed % size) : 0);
