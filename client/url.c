@@ -171,7 +171,7 @@ char *url_check_base(const char *url, int insecure_http, char *err, size_t errle
 	why = parse_base(&u, url);
 	if (!why && !u.https && !insecure_http && !is_loopback(u.host, u.host_len))
 		why = "uses http:// with a host that is not loopback (localhost,"
-		      " 127.0.0.0/8, [::1]): use https:// (or -o insecure_http to allow it)";
+		      " 127.0.0.0/8, [::1]): use https:// or allow insecure http";
 	if (why) {
 		fail(err, errlen, why);
 		return NULL;

@@ -291,7 +291,8 @@ static trigger_client *client_new(const struct tfs_options *o, double send_to)
 	trigger_client *c = trigger_client_new(&co, err, sizeof(err));
 
 	if (!c)
-		fprintf(stderr, "triggerfs: %s\n", err);
+		fprintf(stderr, "triggerfs: %s%s\n", err,
+			strstr(err, "insecure http") ? " (-o insecure_http)" : "");
 	return c;
 }
 
