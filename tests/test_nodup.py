@@ -1,0 +1,229 @@
+"""No duplicate sends: the send endpoint has no idempotency key, so a send
+repeated after an answer that never came could be stored twice. The client
+looks a send up in its stream before repeating it (client/api.c, "was it
+stored?"). Proved through a fault proxy that loses answers, turns them into
+502s, drops requests before the server sees them and refuses with 429, over
+1,000 sends by trigger-cli and a writer loop on a real mount: the server
+holds each value exactly once, in order."""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import time
+from typing import Optional
+
+import pytest
+
+from devserver_ctl import DevServer
+from faultproxy import FaultProxy
+from mount_ctl import mount_factory, sh  # noqa: F401
+from test_client import CLI, cli_env, compact
+
+SEND_PREFIX = "/realtime/"
+FAULTS = ("pass", "cut", "502", "drop", "429")
+
+
+class PatternProxy(FaultProxy):
+    """A FaultProxy that gives each send (a POST to an input stream) the
+    next fault of a repeating pattern:
+
+        pass  forwarded and answered
+        cut   forwarded whole, the answer swallowed, the connection reset:
+              stored, never confirmed
+        502   forwarded whole, the answer replaced by a 502: stored,
+              reported as a server error
+        drop  the connection reset before the request's last byte reaches
+              the server: never stored, though the client sent it all
+        429   never forwarded, answered 429: refused, nothing stored
+
+    Other requests (claims, stream reads) pass."""
+
+    def __init__(self, upstream_port: int, pattern: tuple):
+        assert pattern and set(pattern) <= set(FAULTS), pattern
+        self.pattern = pattern
+        self.sends: list = []       # (idempotency key, fault) per send request
+        super().__init__(upstream_port)
+
+    def faults(self) -> collections.Counter:
+        with self._lock:
+            return collections.Counter(f for _, f in self.sends)
+
+    def sends_list(self) -> list:
+        with self._lock:
+            return list(self.sends)
+
+    def stream_reads(self, run: str, stream: str) -> int:
+        return self.requests_to("GET", DevServer.stream_path(run, stream))
+
+    # ---- the loop side
+
+    def _count(self, conn, data: bytes) -> None:
+        for method, path, headers in conn.requests.feed(data):
+            fault = "pass"
+            with self._lock:
+                self.requests.append((method, path, headers))
+                if method == "POST" and path.startswith(SEND_PREFIX):
+                    fault = self.pattern[len(self.sends) % len(self.pattern)]
+                    self.sends.append((headers.get("x-trigger-request-idempotency-key"),
+                                       fault))
+            conn.fault = fault
+            if fault in ("cut", "502"):
+                conn.cut_pending = time.monotonic()
+            elif fault == "drop":
+                self._drop(conn)        # this chunk, the request's end, never goes up
+            elif fault == "429":
+                self._answer(conn, b"429 Too Many Requests", b'{"error":"Too many requests"}')
+
+    def _cut(self, conn) -> None:
+        if getattr(conn, "graceful", False):
+            return
+        if getattr(conn, "fault", None) == "502" and conn in self._conns:
+            self._answer(conn, b"502 Bad Gateway", b'{"error":"Bad Gateway"}')
+            return
+        super()._cut(conn)
+
+    def _answer(self, conn, status: bytes, body: bytes) -> None:
+        """Answer in the server's place and close after it (no reset, so the
+        answer is read); the server's side of the connection is reset."""
+        conn.graceful = True
+        if conn.upstream_w is not None:
+            conn.upstream_w.transport.abort()
+        conn.client_w.write(b"HTTP/1.1 %s\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                            % (status, len(body), body))
+        conn.client_w.close()
+
+    def _drop(self, conn) -> None:
+        if not getattr(conn, "graceful", False):
+            super()._drop(conn)
+            return
+        with self._lock:
+            self._conns.discard(conn)
+        for t in conn.tasks:
+            t.cancel()
+
+
+@pytest.fixture
+def pattern_proxy(server):
+    """pattern_proxy(pattern) -> a PatternProxy to the session server,
+    closed after the test."""
+    proxies: list = []
+
+    def make(pattern: tuple) -> PatternProxy:
+        proxies.append(PatternProxy(server.port, pattern))
+        return proxies[-1]
+
+    yield make
+    for p in proxies:
+        p.close()
+
+
+def cli_send(srv: DevServer, url: str, run: str, stream: str, lines: list,
+             token: Optional[str] = None, timeout: float = 120) -> str:
+    """trigger-cli send through `url`; returns its stderr (it must succeed)."""
+    env = cli_env(srv, token, {"TRIGGER_API_URL": url})
+    proc = subprocess.run([str(CLI), "send", run, stream], input="".join(l + "\n" for l in lines),
+                          capture_output=True, text=True, env=env, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stderr
+
+
+def check_attempts(proxy: PatternProxy, sends: int) -> None:
+    """Each logical send has its own idempotency key on all its attempts,
+    and was repeated only after an attempt that cannot have been stored."""
+    attempts: dict = collections.defaultdict(list)
+    for key, fault in proxy.sends_list():
+        assert key, "a send without an idempotency key"
+        attempts[key].append(fault)
+    assert len(attempts) == sends
+    for faults in attempts.values():
+        assert faults[-1] in ("pass", "cut", "502"), faults     # it got through
+        assert all(f in ("drop", "429") for f in faults[:-1]), faults
+
+
+# ---- the proof --------------------------------------------------------------------
+
+# Of every ten sends, three lose their answer, one gets a 502 after it was
+# stored and one never reaches the server.
+PROOF = ("pass", "cut", "pass", "cut", "pass", "502", "pass", "cut", "pass", "drop")
+
+
+def test_1000_sends_through_lost_answers_are_stored_once_in_order(server, run, pattern_proxy):
+    proxy = pattern_proxy(PROOF)
+    n = 1000
+    sent = [{"i": i, "pad": "x" * (i % 17)} for i in range(n)]
+    t0 = time.monotonic()
+    cli_send(server, proxy.url, run, "proof", [compact(v) for v in sent])
+    elapsed = time.monotonic() - t0
+    # Zero losses, zero duplicates, in order.
+    assert [v for _, v in server.records(run, "proof", timeout=30)] == sent
+    faults = proxy.faults()
+    assert faults["cut"] >= 300 and faults["502"] >= 100 and faults["drop"] >= 100, faults
+    check_attempts(proxy, n)
+    # One read of the tail before the first send, then one per send whose
+    # outcome was unknown: a dropped send too (the client sent all of it).
+    assert proxy.stream_reads(run, "proof") == 1 + faults["cut"] + faults["502"] + faults["drop"]
+    assert elapsed < 60, elapsed
+
+
+def test_identical_values_are_counted_not_merged(server, run, pattern_proxy):
+    # Three "yes" stored before the client starts, by another writer: they
+    # are not ours, and neither is any of ours taken for another.
+    for _ in range(3):
+        server.send(run, "same", "yes")
+    proxy = pattern_proxy(("cut", "pass", "429", "502", "drop", "cut", "cut"))
+    values = ["yes" if i % 4 else {"n": i} for i in range(120)]
+    cli_send(server, proxy.url, run, "same", [compact(v) for v in values])
+    assert [v for _, v in server.records(run, "same")] == ["yes"] * 3 + values
+    faults = proxy.faults()
+    assert all(faults[f] >= 15 for f in FAULTS if f != "pass"), faults
+    check_attempts(proxy, len(values))
+    # A 429 is a refusal: retried without a look.
+    assert proxy.stream_reads(run, "same") == 1 + faults["cut"] + faults["502"] + faults["drop"]
+
+
+def test_a_send_whose_every_answer_is_lost_is_found_not_repeated(server, run, pattern_proxy):
+    proxy = pattern_proxy(("cut",))
+    values = ["a", {"b": [1, 2.5]}, "a", 1e3, "1000"]
+    cli_send(server, proxy.url, run, "lost", [compact(v) for v in values])
+    assert [v for _, v in server.records(run, "lost")] == values
+    sends = proxy.sends_list()
+    assert [f for _, f in sends] == ["cut"] * len(values)  # one attempt each
+    assert len({k for k, _ in sends}) == len(values)
+    assert proxy.stream_reads(run, "lost") == 1 + len(values)
+
+
+def test_spelling_of_a_value_does_not_hide_it(server, run, pattern_proxy):
+    # The server stores JSON.stringify(JSON.parse(text)): found all the same.
+    proxy = pattern_proxy(("cut",))
+    lines = ['{ "b" : 1.0, "a" : [ 1e2, -0 ] }', '"\\u00e9t\\u00e9"', '12345678901234567890']
+    cli_send(server, proxy.url, run, "spell", lines)
+    # (A double, as JavaScript prints it.)
+    assert [v for _, v in server.records(run, "spell")] == \
+        [{"b": 1, "a": [100, 0]}, "\u00e9t\u00e9", 12345678901234567000]
+    assert [f for _, f in proxy.sends_list()] == ["cut"] * 3
+
+
+def test_a_credential_that_cannot_read_sends_blind_and_asks_once(server, run, pattern_proxy):
+    token = server.mint([f"write:inputStreams:{run}"])
+    proxy = pattern_proxy(("pass",))
+    cli_send(server, proxy.url, run, "wo", [str(i) for i in range(20)], token=token)
+    assert [v for _, v in server.records(run, "wo")] == list(range(20))
+    # The refused read of the tail is not asked again for every send.
+    assert proxy.stream_reads(run, "wo") == 1
+
+
+def test_writes_on_a_mount_through_lost_answers_are_stored_once(server, run, pattern_proxy,
+                                                                 mount_factory):
+    proxy = pattern_proxy(PROOF)
+    m = mount_factory(api_url=proxy.url)
+    n = 200
+    r = sh('for i in $(seq 0 $((N - 1))); do echo "{\\"i\\":$i}" >> "$S" || exit 9; done',
+           env={"S": m.input(run, "fs"), "N": str(n)}, timeout=60)
+    assert (r.returncode, r.stderr) == (0, b"")
+    assert [v for _, v in server.records(run, "fs")] == [{"i": i} for i in range(n)]
+    faults = proxy.faults()
+    assert faults["cut"] >= 60 and faults["502"] >= 20 and faults["drop"] >= 20, faults
+    check_attempts(proxy, n)
