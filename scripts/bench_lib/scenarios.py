@@ -28,7 +28,7 @@ CAT = 'cat "$1" > "$2"'
 @dataclass
 class Config:
     quick: bool
-    reps: int = 3                       # repetitions of send and latency
+    reps: int = 5                       # repetitions of send and latency
     send_records: int = 10000           # one stream
     par_streams: int = 10
     par_records: int = 1000             # per stream
@@ -46,9 +46,16 @@ class Config:
     def make(cls, quick: bool) -> "Config":
         if not quick:
             return cls(quick=False)
-        return cls(quick=True, send_records=2000, par_records=200, round_trips=200,
+        return cls(quick=True, reps=3, send_records=2000, par_records=200, round_trips=200,
                    w_runs=10, stat_samples=200, cost_sizes=[1000, 10000],
                    cost_min_records=3000)
+
+
+def rotated(ways: tuple, rep: int) -> tuple:
+    """The ways in a different order each repetition, so that none always
+    runs first (or right after another's load)."""
+    k = rep % len(ways)
+    return ways[k:] + ways[:k]
 
 
 def attempt(fn: Callable[[], dict]) -> dict:
@@ -174,7 +181,7 @@ def scenario_send(b: Bench, cfg: Config, run: str) -> dict:
                     "parallel": f"{cfg.par_streams} streams x {cfg.par_records}"}
     with b.mount("send") as m:
         for rep in range(cfg.reps):
-            for way in cfg.ways:
+            for way in rotated(cfg.ways, rep):
                 for shape, (records, k) in shapes.items():
                     streams = [f"{shape}-{way}-{rep}-{i}" for i in range(k)]
                     b.log(f"send {shape} {way} rep {rep}")
@@ -206,7 +213,7 @@ def scenario_latency(b: Bench, cfg: Config, run: str) -> dict:
     out["round_trips"] = cfg.round_trips
     with b.mount("latency") as m:
         for rep in range(cfg.reps):
-            for way in cfg.ways:
+            for way in rotated(cfg.ways, rep):
                 b.log(f"latency {way} rep {rep}")
                 out[way].append(attempt(lambda: latency_once(
                     b, m, way, run, f"lat-{way}-{rep}", cfg.round_trips)))
@@ -338,7 +345,7 @@ def scenario_waiters(b: Bench, cfg: Config) -> dict:
     out["shape"] = {"runs": len(runs), "streams_per_run": cfg.w_streams,
                     "readers_per_stream": cfg.w_readers, "readers": total}
     for rep in range(cfg.w_reps):
-        for way in cfg.ways:
+        for way in rotated(cfg.ways, rep):
             b.log(f"waiters {way} rep {rep}")
             if way == "triggerfs":
                 out[way].append(attempt(lambda: waiters_triggerfs(b, cfg, runs, runs_file, rep)))
