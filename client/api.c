@@ -15,11 +15,12 @@
 #include "cred.h"
 #include "http.h"
 #include "url.h"
+#include "valuehash.h"
 
 #define JWT_LIFETIME_S 300
 #define JWT_RENEW_S 60          /* re-mint when less than this remains */
 #define LAST_TRY_MS 50          /* the time a last attempt gets */
-#define SINCE_MAX 256           /* own sends remembered between two reads */
+#define SINCE_MAX 64            /* own sends remembered between two reads */
 #define STREAM_IDLE_MS 600000   /* forget a stream unused this long */
 
 /* A (run, stream) this client sends to: the sends waiting their turn, and
@@ -31,7 +32,7 @@ struct stream {
 	/* The stream's tail (next seq) when it was last read: since records
 	 * are never removed, a lower bound of the tail ever after. */
 	long long base;
-	int known;              /* since[] holds all our sends stored from base */
+	int known;              /* since[] has all our sends stored from base */
 	int unreadable;         /* the credential may not read it: no checks */
 	uint64_t *since;        /* value hashes of those sends */
 	unsigned nsince, capsince;
@@ -72,17 +73,18 @@ struct tc_req {
 
 	/* sends only */
 	char *run, *name;
-	uint64_t vhash;                 /* value_hash of what is sent */
+	uint64_t vhash;                 /* json_value_hash of what is sent */
 	struct stream *st;
 	struct tc_req *qnext;
 	struct stream_read *read;       /* the read under way, or NULL */
-	int unverified;                 /* sent blindly: the stream is unreadable */
+	int unverified;                 /* sent blindly (stream unreadable) */
 	int maybe_stored;               /* an attempt may have been stored and
 					 * no read has said whether */
 	int verifying;                  /* the read looks for our value */
 	struct trigger_result trouble;  /* the latest failure, body-less */
 	struct trigger_result rd_res;   /* how the read ended */
-	long long rd_last;              /* the last seq it saw, or -1 */
+	long long rd_from, rd_last;     /* where the read began; the last seq
+					 * it saw, or -1 */
 	unsigned rd_matches;            /* records holding our value */
 };
 
@@ -357,7 +359,7 @@ static struct stream *stream_get(trigger_client *c, struct tc_req *r)
 		return tc_container_of(n, struct stream, node);
 	if (c->streams.n >= c->streams_sweep_at) {
 		tc_map_sweep(&c->streams, stream_idle, &now);
-		c->streams_sweep_at = c->streams.n * 2 > 64 ? c->streams.n * 2 : 64;
+		c->streams_sweep_at = c->streams.n > 32 ? c->streams.n * 2 : 64;
 	}
 	st = calloc(1, sizeof(*st));
 	if (!st)
@@ -366,7 +368,8 @@ static struct stream *stream_get(trigger_client *c, struct tc_req *r)
 	st->run = strdup(r->run);
 	st->name = strdup(r->name);
 	st->node.key = st->url;
-	if (!st->url || !st->run || !st->name || tc_map_add(&c->streams, &st->node)) {
+	if (!st->url || !st->run || !st->name ||
+	    tc_map_add(&c->streams, &st->node)) {
 		stream_free(st);
 		return NULL;
 	}
@@ -441,71 +444,6 @@ struct stream_read {            /* lives until its subscription's CLOSED */
 	unsigned matches;
 };
 
-static uint64_t mix(uint64_t h, uint64_t v)
-{
-	h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
-	h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;    /* splitmix64 */
-	h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
-	return h ^ (h >> 31);
-}
-
-static uint64_t bytes_hash(const char *s, size_t n)
-{
-	uint64_t h = 14695981039346656037ull;   /* FNV-1a */
-
-	while (n--)
-		h = (h ^ (unsigned char)*s++) * 1099511628211ull;
-	return h;
-}
-
-/* Depends only on what JSON.parse makes of the text, which is what the
- * server stores (JSON.stringify of it): member order, whitespace, escapes
- * and the spelling of numbers (all doubles, -0 is 0) do not count. */
-static uint64_t value_hash(json_t *j)
-{
-	uint64_t h = json_typeof(j) + 1, sum = 0, bits;
-	const char *key;
-	json_t *v;
-	size_t i;
-	double d;
-
-	switch (json_typeof(j)) {
-	case JSON_OBJECT:
-		json_object_foreach(j, key, v)
-			sum += mix(bytes_hash(key, strlen(key)), value_hash(v));
-		return mix(mix(h, sum), json_object_size(j));
-	case JSON_ARRAY:
-		json_array_foreach(j, i, v)
-			h = mix(h, value_hash(v));
-		return mix(h, json_array_size(j));
-	case JSON_STRING:
-		return mix(h, bytes_hash(json_string_value(j),
-					 json_string_length(j)));
-	case JSON_INTEGER:
-	case JSON_REAL:
-		d = json_number_value(j);
-		if (d == 0)
-			d = 0;
-		memcpy(&bits, &d, sizeof(bits));
-		return mix(JSON_REAL + 1, bits);
-	default:
-		return h;
-	}
-}
-
-static uint64_t text_hash(const char *text, size_t len)
-{
-	json_t *j = json_loadb(text, len, JSON_DECODE_ANY |
-			       JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL, NULL);
-	uint64_t h;
-
-	if (!j)         /* past jansson (1e400, lone surrogates): as text */
-		return mix(~0ull, bytes_hash(text, len));
-	h = value_hash(j);
-	json_decref(j);
-	return h;
-}
-
 static void keep_trouble(struct trigger_result *to,
 			 const struct trigger_result *res)
 {
@@ -548,7 +486,8 @@ static void read_record(void *arg, const struct trigger_record *rec)
 	if (!v->r)
 		return;
 	v->last = rec->seq;
-	if (v->r->verifying && text_hash(rec->json, rec->json_len) == v->want)
+	if (v->r->verifying &&
+	    json_value_hash(rec->json, rec->json_len) == v->want)
 		v->matches++;
 }
 
@@ -576,8 +515,10 @@ static const struct trigger_sub_callbacks read_cb = {
 	.event = read_event,
 };
 
-/* Reads r's stream from base until caught up, to learn its tail or (when
- * verifying) whether r's value is there; ends by r's deadline. */
+/* Reads r's stream until caught up: when verifying, from base, to see
+ * whether r's value is there; else only to learn the tail, from past our
+ * own sends since base (each is stored once, so the tail is at least
+ * there: with no other writer, nothing is read).  Ends by r's deadline. */
 static void read_start(struct tc_req *r, int verifying)
 {
 	trigger_client *c = r->c;
@@ -585,12 +526,13 @@ static void read_start(struct tc_req *r, int verifying)
 	struct stream_read *v = calloc(1, sizeof(*v));
 
 	r->verifying = verifying;
+	r->rd_from = st->base + (verifying ? 0 : st->nsince);
 	if (v) {
 		v->r = r;
 		v->want = r->vhash;
 		v->last = -1;
 		r->read = v;
-		v->sub = trigger_subscribe(c, st->run, st->name, st->base - 1,
+		v->sub = trigger_subscribe(c, st->run, st->name, r->rd_from - 1,
 					   &read_cb, v);
 	}
 	if (!v || !v->sub) {
@@ -657,8 +599,8 @@ static void read_done(struct tc_req *r)
 		int stored = r->verifying &&
 			     r->rd_matches > own_copies(st, r->vhash);
 
-		if (r->rd_last + 1 > st->base)
-			st->base = r->rd_last + 1;
+		st->base = r->rd_last + 1 > r->rd_from ? r->rd_last + 1 :
+			   r->rd_from;
 		st->known = 1;
 		st->nsince = 0;
 		r->maybe_stored = 0;
@@ -1059,7 +1001,7 @@ int trigger_send(trigger_client *c, const char *run_id, const char *stream_id,
 	r->url = tc_stream_url(c, run_id, stream_id);
 	r->run = strdup(run_id);
 	r->name = strdup(stream_id);
-	r->vhash = text_hash(json, len);
+	r->vhash = json_value_hash(json, len);
 	r->body = malloc(sizeof(pre) + len + 1);
 	if (r->body) {
 		memcpy(r->body, pre, sizeof(pre) - 1);
