@@ -39,7 +39,7 @@ class Config:
     w_reps: int = 3
     stat_samples: int = 500
     cost_sizes: list = field(default_factory=lambda: [1000, 10000, 100000])
-    cost_min_records: int = 10000       # small sizes repeat up to this many
+    cost_min_records: int = 30000       # small sizes repeat up to this many
     ways: tuple = WAYS
 
     @classmethod
@@ -48,7 +48,7 @@ class Config:
             return cls(quick=False)
         return cls(quick=True, reps=3, send_records=2000, par_records=200, round_trips=200,
                    w_runs=10, stat_samples=200, cost_sizes=[1000, 10000],
-                   cost_min_records=3000)
+                   cost_min_records=10000)
 
 
 def rotated(ways: tuple, rep: int) -> tuple:
@@ -357,57 +357,63 @@ def scenario_waiters(b: Bench, cfg: Config) -> dict:
 
 # ---- 4. cost per record (and 5. retained bytes) ------------------------------
 
-def cost_send(b: Bench, m: Mount, run: str, n: int, reps: int) -> float:
-    """Daemon CPU per record sent with `cat > input/S`, microseconds."""
-    records, cpu = b.records_file(n), 0.0
-    for r in range(reps):
-        c0 = m.cpu_s()
-        b.shell(CAT, [str(records), str(m.stream(run, f"cost-send-{n}-{r}"))],
-                "cost-cat", timeout=60 + n / 200)
-        cpu += m.cpu_s() - c0
-    return cpu / (n * reps) * 1e6
+def cost_send(b: Bench, m: Mount, run: str, n: int, r: int) -> float:
+    """Daemon CPU to send n records with `cat > input/S`, seconds."""
+    c0 = m.cpu_s()
+    b.shell(CAT, [str(b.records_file(n)), str(m.stream(run, f"cost-send-{n}-{r}"))],
+            "cost-cat", timeout=60 + n / 200)
+    return m.cpu_s() - c0
 
 
-def cost_deliver(b: Bench, m: Mount, run: str, n: int, reps: int) -> dict:
-    """Daemon CPU per record delivered to one `head -n N input/S` while
-    bench-direct sends; and the memory the received log holds."""
-    records, cpu, out = b.records_file(n), 0.0, {}
-    for r in range(reps):
-        stream = f"cost-deliver-{n}-{r}"
-        reader = b.spawn(["sh", "-c", 'head -n "$1" "$2" > /dev/null', "sh", str(n),
-                          str(m.stream(run, stream))], "cost-head")
-        try:
-            m.wait_parked(1, 60)
-            rss0, c0 = m.status()["rss"], m.cpu_s()
-            b.run([b.prog("bench/bench-direct"), "send", str(records), run, stream],
-                  "cost-direct-send", timeout=60 + n / 200)
-            if reader.wait(60) != 0:
-                raise BenchError(f"head: {reader.log_tail()}")
-            cpu += m.cpu_s() - c0
-            held = os.stat(m.stream(run, stream, "log")).st_size
-            out = {"log_bytes": held, "rss_growth": m.status()["rss"] - rss0}
-        finally:
-            reader.stop()
-    out["us_per_record"] = cpu / (n * reps) * 1e6
-    return out
+def cost_deliver(b: Bench, m: Mount, run: str, n: int, r: int) -> dict:
+    """Daemon CPU to deliver n records to one `head -n N input/S` while
+    bench-direct sends them; and the memory the received log holds."""
+    stream = f"cost-deliver-{n}-{r}"
+    reader = b.spawn(["sh", "-c", 'head -n "$1" "$2" > /dev/null', "sh", str(n),
+                      str(m.stream(run, stream))], "cost-head")
+    try:
+        m.wait_parked(1, 60)
+        rss0, c0 = m.status()["rss"], m.cpu_s()
+        b.run([b.prog("bench/bench-direct"), "send", str(b.records_file(n)), run, stream],
+              "cost-direct-send", timeout=60 + n / 200)
+        if reader.wait(60) != 0:
+            raise BenchError(f"head: {reader.log_tail()}")
+        return {"cpu_s": m.cpu_s() - c0,
+                "log_bytes": os.stat(m.stream(run, stream, "log")).st_size,
+                "rss_growth": m.status()["rss"] - rss0}
+    finally:
+        reader.stop()
+
+
+def cost_schedule(cfg: Config) -> list:
+    """(size, repetition) in time order: the small sizes repeat (CPU time
+    comes in 10 ms ticks) and their repetitions are spread evenly among the
+    large ones, so that load from elsewhere falls on every size alike."""
+    reps = {n: max(1, cfg.cost_min_records // n) for n in cfg.cost_sizes}
+    return [(n, r) for _, n, r in sorted((r / reps[n], n, r) for n in reps
+                                         for r in range(reps[n]))]
 
 
 def scenario_cost(b: Bench, cfg: Config, run: str) -> dict:
+    cpu: dict = {k: {} for k in ("send", "deliver")}
     out: dict = {"send_us": {}, "deliver_us": {}, "repeats": {}}
     with b.mount("cost") as m:
         out["idle_rss"] = m.status()["rss"]
-        for n in cfg.cost_sizes:
-            reps = max(1, cfg.cost_min_records // n)
-            out["repeats"][str(n)] = reps
-            b.log(f"cost {n} x {reps}")
-            res = attempt(lambda: {"send": cost_send(b, m, run, n, reps),
-                                   "deliver": cost_deliver(b, m, run, n, reps)})
+        for n, r in cost_schedule(cfg):
+            b.log(f"cost {n} #{r}")
+            res = attempt(lambda: {"send": cost_send(b, m, run, n, r),
+                                   "deliver": cost_deliver(b, m, run, n, r)})
             if "error" in res:
-                out.setdefault("errors", {})[str(n)] = res["error"]
+                out.setdefault("errors", {})[f"{n}#{r}"] = res["error"]
                 continue
-            out["send_us"][str(n)] = res["send"]
-            out["deliver_us"][str(n)] = res["deliver"]["us_per_record"]
-            out["retained"] = {k: res["deliver"][k] for k in ("log_bytes", "rss_growth")}
+            out["repeats"][str(n)] = out["repeats"].get(str(n), 0) + 1
+            for kind, c in (("send", res["send"]), ("deliver", res["deliver"]["cpu_s"])):
+                cpu[kind][n] = cpu[kind].get(n, 0.0) + c
+            if n == max(cfg.cost_sizes):
+                out["retained"] = {k: res["deliver"][k] for k in ("log_bytes", "rss_growth")}
+    for kind in cpu:
+        for n, total in cpu[kind].items():
+            out[f"{kind}_us"][str(n)] = total / (n * out["repeats"][str(n)]) * 1e6
     return out
 
 
