@@ -129,7 +129,13 @@ const char *trigger_client_url(const trigger_client *client);
 /* Send one record.  json/len must be one valid JSON value (the caller
  * validated it); the body is {"data":<json>}.  Retried on network errors,
  * 5xx, 408 and 429 with backoff until send_timeout_ms.  Sends on one
- * client are started in the order they are submitted per (run, stream). */
+ * client are started in the order they are submitted per (run, stream).
+ * The API has no idempotent send, so when an attempt may have been stored
+ * (a 5xx, or the connection failed after the request went out) the stream
+ * is read to see whether it is there before the send is repeated; for
+ * that the first send to a stream also reads the stream's tail, and the
+ * credential needs read access to the run (else retries are blind).  An
+ * OK found that way has status 0.  See "was it stored?" in api.c. */
 int trigger_send(trigger_client *c, const char *run_id, const char *stream_id,
 		 const char *json, size_t len, trigger_done_fn done, void *arg);
 
