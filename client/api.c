@@ -763,8 +763,8 @@ static void req_xfer_done(struct tc_xfer *x, CURLcode rc)
 			return;
 		}
 	}
-	if (r->is_send && res.code == TRIGGER_OK)
-		send_stored(r);
+	if (r->is_send && x->status >= 200 && x->status < 300)
+		send_stored(r);         /* even if the answer made no sense */
 	req_finish(r, &res);
 	json_decref(body);
 }
