@@ -949,12 +949,6 @@ static void set_scope(struct tc_req *r, const char *prefix, const char *id)
 }
 
 /* What a per-run request's JWT may do. */
-static void run_scopes(struct tc_req *r, const char *run)
-{
-	set_scope(r, "read:runs:", run);
-	set_scope(r, "write:inputStreams:", run);
-}
-
 /* Hands r to the event thread, or frees it when building failed. */
 static int req_submit(struct tc_req *r)
 {
@@ -1009,7 +1003,7 @@ int trigger_send(trigger_client *c, const char *run_id, const char *stream_id,
 		r->body[sizeof(pre) - 1 + len] = '}';
 		r->body_len = sizeof(pre) + len;
 	}
-	run_scopes(r, run_id);
+	set_scope(r, "write:inputStreams:", run_id);
 	return req_submit(r);
 }
 
@@ -1028,7 +1022,7 @@ int trigger_run_get(trigger_client *c, const char *run_id,
 	if (!r)
 		return TRIGGER_E_NOMEM;
 	r->url = url_with(c, "/api/v3/runs/%s", run_id, NULL);
-	run_scopes(r, run_id);
+	set_scope(r, "read:runs:", run_id);
 	return req_submit(r);
 }
 
@@ -1094,7 +1088,7 @@ int trigger_wait_create(trigger_client *c, const char *run_id,
 		json_object_set_new(o, "lastSeqNum", json_integer(last_seq));
 	r->body = json_body(o);
 	r->body_len = r->body ? strlen(r->body) : 0;
-	run_scopes(r, run_id);
+	set_scope(r, "write:inputStreams:", run_id);
 	return req_submit(r);
 }
 

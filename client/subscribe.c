@@ -37,7 +37,7 @@ struct trigger_sub {
 	struct trigger_sub_callbacks cb;
 	void *arg;
 	char *url;
-	char *scopes[2];
+	char *scope;            /* read:runs:<run>: all a reader needs */
 	enum sub_state state;
 	enum sub_stop stop;
 	int reserved, caught_up, reconnecting;
@@ -87,8 +87,7 @@ static void sub_free(struct trigger_sub *s)
 		tc_timer_unreserve(s->c);
 	tc_xfer_clear(&s->xfer);
 	sse_parser_free(s->sse);
-	free(s->scopes[0]);
-	free(s->scopes[1]);
+	free(s->scope);
 	free(s->url);
 	free(s->errbody);
 	free(s);
@@ -398,7 +397,7 @@ static void sub_connect(struct trigger_sub *s)
 	struct trigger_result res;
 	const char *line;
 	int64_t hold = (int64_t)c->sse_timeout_s * 1000;
-	int rc = tc_auth_line(c, s->scopes, 2, &line, &s->wait, &res);
+	int rc = tc_auth_line(c, &s->scope, 1, &line, &s->wait, &res);
 
 	if (rc == TC_AUTH_PENDING) {
 		s->state = S_AUTH;
@@ -494,11 +493,9 @@ trigger_sub *trigger_subscribe(trigger_client *c, const char *run_id,
 	tc_link_init(&s->link);
 	s->url = tc_stream_url(c, run_id, stream_id);
 	s->sse = sse_parser_new(MAX_EVENT, on_event, s);
-	if (asprintf(&s->scopes[0], "read:runs:%s", run_id) < 0)
-		s->scopes[0] = NULL;
-	if (asprintf(&s->scopes[1], "write:inputStreams:%s", run_id) < 0)
-		s->scopes[1] = NULL;
-	if (!s->url || !s->sse || !s->scopes[0] || !s->scopes[1]) {
+	if (asprintf(&s->scope, "read:runs:%s", run_id) < 0)
+		s->scope = NULL;
+	if (!s->url || !s->sse || !s->scope) {
 		sub_free(s);
 		return NULL;
 	}

@@ -321,15 +321,16 @@ def test_secret_key_only_on_claims_and_jwt_scoped_to_each_request(make_server):
     assert json.loads(ok(cli(srv, "waitpoint-get", wp)))["status"] == "COMPLETED"
     ok(cli(srv, "cancel", run))
 
-    per_run = [f"read:runs:{run}", f"write:inputStreams:{run}"]
+    # Each token allows only its request: a reader's cannot send.
+    read, write = [f"read:runs:{run}"], [f"write:inputStreams:{run}"]
     stream = f"/realtime/v1/streams/{run}/input/chat"
     expected = {
         ("POST", "/api/v1/tasks/my-task/trigger"): ["write:tasks:my-task"],
-        ("POST", stream): per_run,
-        ("GET", stream): per_run,
-        ("GET", f"/api/v3/runs/{run}"): per_run,
+        ("POST", stream): write,
+        ("GET", stream): read,
+        ("GET", f"/api/v3/runs/{run}"): read,
         ("GET", "/api/v1/runs"): ["read:runs"],
-        ("POST", f"/api/v1/runs/{run}/input-streams/wait"): per_run,
+        ("POST", f"/api/v1/runs/{run}/input-streams/wait"): write,
         ("GET", f"/api/v1/waitpoints/tokens/{wp}"): [f"read:waitpoints:{wp}"],
         ("POST", f"/api/v2/runs/{run}/cancel"): [f"write:runs:{run}"],
     }
