@@ -965,6 +965,29 @@ static int req_submit(struct tc_req *r)
 	return 0;
 }
 
+/* The id of a request about no one resource (the run list). */
+#define NAMES_NOTHING "-"
+
+/* What every request starts with: its arguments checked, the credential's
+ * local checks (expiry; scopes for action/type/id when action is given),
+ * the request allocated.  0, or the code it is refused with at once. */
+static int req_begin(trigger_client *c, int post, int send, const char *id,
+		     const char *action, const char *type,
+		     trigger_done_fn done, void *arg, struct tc_req **out)
+{
+	int rc;
+
+	*out = NULL;
+	if (!c || !done || !valid_id(id))
+		return TRIGGER_E_INVALID;
+	rc = tc_cred_check(c, action, type, action ? id : NULL);
+	if (rc)
+		return rc;
+	*out = req_alloc(c, post, done, arg,
+			 send ? c->send_timeout_ms : c->request_timeout_ms);
+	return *out ? 0 : TRIGGER_E_NOMEM;
+}
+
 static char *json_body(json_t *obj)
 {
 	char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
@@ -980,17 +1003,13 @@ int trigger_send(trigger_client *c, const char *run_id, const char *stream_id,
 	struct tc_req *r;
 	int rc;
 
-	if (!c || !valid_id(run_id) || !valid_id(stream_id) || !json || !len ||
-	    !done)
+	if (!valid_id(stream_id) || !json || !len)
 		return TRIGGER_E_INVALID;
 	if (len > TC_SEND_MAX - sizeof(pre))    /* pre + json + '}' */
 		return TRIGGER_E_TOO_LARGE;
-	rc = tc_cred_check(c, "write", "inputStreams", run_id);
+	rc = req_begin(c, 1, 1, run_id, "write", "inputStreams", done, arg, &r);
 	if (rc)
 		return rc;
-	r = req_alloc(c, 1, done, arg, c->send_timeout_ms);
-	if (!r)
-		return TRIGGER_E_NOMEM;
 	r->is_send = 1;
 	r->url = tc_stream_url(c, run_id, stream_id);
 	r->run = strdup(run_id);
@@ -1011,16 +1030,10 @@ int trigger_run_get(trigger_client *c, const char *run_id,
 		    trigger_done_fn done, void *arg)
 {
 	struct tc_req *r;
-	int rc;
+	int rc = req_begin(c, 0, 0, run_id, NULL, NULL, done, arg, &r);
 
-	if (!c || !valid_id(run_id) || !done)
-		return TRIGGER_E_INVALID;
-	rc = tc_cred_check(c, NULL, NULL, NULL);
 	if (rc)
 		return rc;
-	r = req_alloc(c, 0, done, arg, c->request_timeout_ms);
-	if (!r)
-		return TRIGGER_E_NOMEM;
 	r->url = url_with(c, "/api/v3/runs/%s", run_id, NULL);
 	set_scope(r, "read:runs:", run_id);
 	return req_submit(r);
@@ -1049,16 +1062,10 @@ int trigger_runs_list(trigger_client *c, const char *status_filter,
 		      trigger_done_fn done, void *arg)
 {
 	struct tc_req *r;
-	int rc;
+	int rc = req_begin(c, 0, 0, NAMES_NOTHING, NULL, NULL, done, arg, &r);
 
-	if (!c || !done)
-		return TRIGGER_E_INVALID;
-	rc = tc_cred_check(c, NULL, NULL, NULL);
 	if (rc)
 		return rc;
-	r = req_alloc(c, 0, done, arg, c->request_timeout_ms);
-	if (!r)
-		return TRIGGER_E_NOMEM;
 	r->url = list_url(c, status_filter, page_size, after);
 	set_scope(r, "read:runs", NULL);
 	return req_submit(r);
@@ -1072,14 +1079,11 @@ int trigger_wait_create(trigger_client *c, const char *run_id,
 	json_t *o;
 	int rc;
 
-	if (!c || !valid_id(run_id) || !valid_id(stream_id) || !done)
+	if (!valid_id(stream_id))
 		return TRIGGER_E_INVALID;
-	rc = tc_cred_check(c, "write", "inputStreams", run_id);
+	rc = req_begin(c, 1, 0, run_id, "write", "inputStreams", done, arg, &r);
 	if (rc)
 		return rc;
-	r = req_alloc(c, 1, done, arg, c->request_timeout_ms);
-	if (!r)
-		return TRIGGER_E_NOMEM;
 	r->url = url_with(c, "/api/v1/runs/%s/input-streams/wait", run_id, NULL);
 	o = json_pack("{s:s}", "streamId", stream_id);
 	if (o && timeout)
@@ -1096,16 +1100,10 @@ int trigger_waitpoint_get(trigger_client *c, const char *waitpoint_id,
 			  trigger_done_fn done, void *arg)
 {
 	struct tc_req *r;
-	int rc;
+	int rc = req_begin(c, 0, 0, waitpoint_id, NULL, NULL, done, arg, &r);
 
-	if (!c || !valid_id(waitpoint_id) || !done)
-		return TRIGGER_E_INVALID;
-	rc = tc_cred_check(c, NULL, NULL, NULL);
 	if (rc)
 		return rc;
-	r = req_alloc(c, 0, done, arg, c->request_timeout_ms);
-	if (!r)
-		return TRIGGER_E_NOMEM;
 	r->url = url_with(c, "/api/v1/waitpoints/tokens/%s", waitpoint_id, NULL);
 	set_scope(r, "read:waitpoints:", waitpoint_id);
 	return req_submit(r);
@@ -1118,17 +1116,13 @@ int trigger_task_trigger(trigger_client *c, const char *task_id,
 	json_t *payload = json_loads(payload_json ? payload_json : "null",
 				     JSON_DECODE_ANY, NULL);
 	struct tc_req *r;
-	int rc;
+	int rc = payload ? req_begin(c, 1, 0, task_id, "write", "tasks", done,
+				     arg, &r)
+			 : TRIGGER_E_INVALID;
 
-	if (!c || !valid_id(task_id) || !done || !payload) {
+	if (rc) {
 		json_decref(payload);
-		return TRIGGER_E_INVALID;
-	}
-	rc = tc_cred_check(c, "write", "tasks", task_id);
-	r = rc ? NULL : req_alloc(c, 1, done, arg, c->request_timeout_ms);
-	if (!r) {
-		json_decref(payload);
-		return rc ? rc : TRIGGER_E_NOMEM;
+		return rc;
 	}
 	r->url = url_with(c, "/api/v1/tasks/%s/trigger", task_id, NULL);
 	r->body = json_body(json_pack("{s:o}", "payload", payload));
@@ -1141,16 +1135,10 @@ int trigger_run_cancel(trigger_client *c, const char *run_id,
 		       trigger_done_fn done, void *arg)
 {
 	struct tc_req *r;
-	int rc;
+	int rc = req_begin(c, 1, 0, run_id, NULL, NULL, done, arg, &r);
 
-	if (!c || !valid_id(run_id) || !done)
-		return TRIGGER_E_INVALID;
-	rc = tc_cred_check(c, NULL, NULL, NULL);
 	if (rc)
 		return rc;
-	r = req_alloc(c, 1, done, arg, c->request_timeout_ms);
-	if (!r)
-		return TRIGGER_E_NOMEM;
 	r->url = url_with(c, "/api/v2/runs/%s/cancel", run_id, NULL);
 	r->body = strdup("{}");
 	r->body_len = 2;
