@@ -6,6 +6,7 @@ readers.  Fast versions for CI; scripts/soak runs the long ones."""
 from __future__ import annotations
 
 import errno
+import http.client
 import json
 import os
 import signal
@@ -55,7 +56,7 @@ def send_retrying(srv: DevServer, run: str, stream: str, value, timeout: float =
         try:
             srv.send(run, stream, value)
             return
-        except OSError:
+        except (OSError, http.client.HTTPException):  # killed mid-answer too
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
