@@ -50,6 +50,9 @@ def json_response(body: Any, status: int = 200, headers: Optional[dict] = None) 
                         headers=headers, content_type="application/json")
 
 
+OK_BODY = jsjson.stringify({"ok": True}).encode()     # a send's answer
+
+
 def parse_duration_ms(text: str) -> Optional[int]:
     """parseNaturalLanguageDurationInMs: "30s", "5m", "1h", "2d", "1w", "1h30m"."""
     if len(text) > 100 or not _DURATION.fullmatch(text):
@@ -150,6 +153,7 @@ def _string_list(obj: dict, key: str) -> list:
 class Api:
     def __init__(self, store: storemod.Store, key: str, request_log: Optional[str]):
         self.store, self.key = store, key
+        self.authenticator = auth.Authenticator(key, store.env_id)
         self.hub = streams.Hub(store)
         self.request_log = open(request_log, "a", buffering=1) if request_log else None
         self.routes = [
@@ -163,6 +167,9 @@ class Api:
             ("GET", ("api", "v1", "waitpoints", "tokens", None), self.retrieve_waitpoint),
             ("POST", ("api", "v1", "auth", "jwt", "claims"), self.claims),
         ]
+        self.routes_by_length: dict = {}
+        for route in self.routes:
+            self.routes_by_length.setdefault(len(route[1]), []).append(route)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=2 * TRIGGER_MAX_BYTES)
@@ -182,9 +189,7 @@ class Api:
         raw = request.raw_path.split("?", 1)[0]
         segments = raw.strip("/").split("/") if raw.strip("/") else []
         methods, found = set(), None
-        for method, template, handler in self.routes:
-            if len(template) != len(segments):
-                continue
+        for method, template, handler in self.routes_by_length.get(len(segments), ()):
             params = []
             for want, got in zip(template, segments):
                 if want is None:
@@ -239,6 +244,8 @@ class Api:
         response.headers.setdefault("Access-Control-Allow-Origin", "*")
         response.headers.setdefault("Access-Control-Expose-Headers",
                                     "x-trigger-jwt, x-trigger-jwt-claims")
+        if not (self.request_log or log.isEnabledFor(logging.INFO)):
+            return
         kind = request.get("auth", "none")
         path = request.raw_path.split("?", 1)[0]
         note = request.get("note")
@@ -254,8 +261,7 @@ class Api:
     # ---- checks shared by routes
 
     def authenticate(self, request: web.Request, allow_jwt: bool = True) -> Credential:
-        cred = auth.authenticate(request.headers.get("Authorization"), self.key,
-                                 self.store.env_id, allow_jwt)
+        cred = self.authenticator(request.headers.get("Authorization"), allow_jwt)
         request["auth"] = cred.kind
         request["scopes"] = cred.scopes
         return cred
@@ -493,7 +499,7 @@ class Api:
                                   f"Record metered size {metered} bytes exceeds the"
                                   f" per-record limit of {RECORD_MAX_METERED} bytes"})
         self.append(run_id, stream, record_body, data_text)
-        return json_response({"ok": True})
+        return web.Response(body=OK_BODY, content_type="application/json")
 
     def append(self, run_id: str, stream: str, record_body: str, data_text: str) -> None:
         """Store one record (and complete a linked .wait()), then wake readers."""

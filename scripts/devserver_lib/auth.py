@@ -117,23 +117,69 @@ def verify_jwt(token: str, key: str, env_id: str) -> dict:
     return claims
 
 
+def _token(header: str) -> str:
+    return header[7:] if header.startswith("Bearer ") else header
+
+
+def _jwt_credential(claims: dict) -> Credential:
+    scopes = claims.get("scopes")
+    if not isinstance(scopes, list):
+        scopes = []
+    return Credential("jwt", [s for s in scopes if isinstance(s, str)], claims)
+
+
 def authenticate(header: Optional[str], key: str, env_id: str,
                  allow_jwt: bool) -> Credential:
     """The Authorization header -> a Credential, or AuthError(401)."""
     if not header:
         raise AuthError(401, INVALID_KEY)
-    token = header[7:] if header.startswith("Bearer ") else header
+    token = _token(header)
     if hmac.compare_digest(token.encode(), key.encode()):
         return Credential("secret")
     if token.startswith("tr_") or not is_public_jwt(token):
         raise AuthError(401, INVALID_KEY)
     if not allow_jwt:
         raise AuthError(401, JWT_NOT_ALLOWED)
-    claims = verify_jwt(token, key, env_id)
-    scopes = claims.get("scopes")
-    if not isinstance(scopes, list):
-        scopes = []
-    return Credential("jwt", [s for s in scopes if isinstance(s, str)], claims)
+    return _jwt_credential(verify_jwt(token, key, env_id))
+
+
+class Authenticator:
+    """authenticate() for one key and environment that remembers the tokens
+    it has verified: clients send the same token again and again, and
+    PyJWT's decode is a large part of the cost of a small request.
+
+    The subject, signature and scopes of a token are functions of its text,
+    so a remembered token skips those checks; its time claims (exp, nbf)
+    are still checked on every use, so it expires exactly when it would
+    have uncached. Only tokens that passed are remembered."""
+
+    MAX_TOKENS = 4096
+
+    def __init__(self, key: str, env_id: str):
+        self.key, self.env_id = key, env_id
+        self._verified: dict = {}     # token text -> Credential
+
+    def __call__(self, header: Optional[str], allow_jwt: bool) -> Credential:
+        token = _token(header) if header else ""
+        cred = self._verified.get(token)
+        if cred is None:
+            cred = authenticate(header, self.key, self.env_id, allow_jwt)
+            if cred.kind == "jwt":
+                self._remember(token, cred)
+            return cred
+        if not allow_jwt:
+            raise AuthError(401, JWT_NOT_ALLOWED)
+        try:
+            _check_claims(cred.claims, int(time.time()))
+        except AuthError:
+            del self._verified[token]
+            raise
+        return cred
+
+    def _remember(self, token: str, cred: Credential) -> None:
+        if len(self._verified) >= self.MAX_TOKENS:
+            del self._verified[next(iter(self._verified))]     # the oldest
+        self._verified[token] = cred
 
 
 Resource = tuple  # (type, id or None)

@@ -74,6 +74,7 @@ CREATE TABLE IF NOT EXISTS input_waits (
 FINISHED = frozenset({"COMPLETED", "CANCELED", "FAILED", "CRASHED",
                       "SYSTEM_FAILURE", "TIMED_OUT", "EXPIRED"})
 WAITPOINT_TIMEOUT_CODE = "TRIGGER_WAITPOINT_TIMEOUT"
+RUN_CACHE_SIZE = 10000
 
 
 def now_ms() -> int:
@@ -157,6 +158,10 @@ class Store:
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
         self.env_id = self._env_id()
+        # Runs as last read, for the lookup every run route starts with.
+        # This process is the database's only writer (DB.lock), and
+        # finish_run is the only change to a run after it is created.
+        self._runs: dict = {}
 
     def close(self) -> None:
         self.db.close()
@@ -199,8 +204,17 @@ class Store:
         return self.get_run(run_id)
 
     def get_run(self, run_id: str) -> Optional[Run]:
-        row = self.db.execute(f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (run_id,)).fetchone()
-        return _run(row) if row else None
+        run = self._runs.get(run_id)
+        if run is None:
+            row = self.db.execute(f"SELECT {_RUN_COLS} FROM runs WHERE id=?",
+                                  (run_id,)).fetchone()
+            if row is None:
+                return None
+            run = _run(row)
+            if len(self._runs) >= RUN_CACHE_SIZE:
+                del self._runs[next(iter(self._runs))]     # the oldest
+            self._runs[run_id] = run
+        return run
 
     def run_by_request_key(self, key: str) -> Optional[Run]:
         row = self.db.execute(f"SELECT {_RUN_COLS} FROM runs WHERE request_key=?",
@@ -216,9 +230,12 @@ class Store:
 
     def finish_run(self, run_id: str, status: str) -> None:
         t = now_ms()
-        with self.transaction() as db:
-            db.execute("UPDATE runs SET status=?, finished_at=?, updated_at=?"
-                       " WHERE id=? AND finished_at IS NULL", (status, t, t, run_id))
+        try:
+            with self.transaction() as db:
+                db.execute("UPDATE runs SET status=?, finished_at=?, updated_at=?"
+                           " WHERE id=? AND finished_at IS NULL", (status, t, t, run_id))
+        finally:
+            self._runs.pop(run_id, None)
 
     def list_runs(self, statuses: list, tasks: list, tags: list, size: int,
                   after: Optional[str], before: Optional[str]) -> tuple:

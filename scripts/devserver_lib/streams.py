@@ -28,6 +28,7 @@ BATCH_MAX_BYTES = 1024 * 1024
 RECENT_RECORDS = 256          # kept in memory per stream for live readers,
 RECENT_BYTES = 4 * 1024 * 1024            # at most this much per stream
 RECENT_BUDGET = 64 * 1024 * 1024          # and this much for all streams
+RECENT_BATCHES = 16           # encoded batch events kept for other readers
 RECORD_OVERHEAD = 8           # S2 metered size = 8 + body bytes (no headers)
 
 
@@ -48,20 +49,19 @@ class Record:
         return self._frag
 
 
+def _wake(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class Stream:
-    __slots__ = ("run", "name", "tail", "last_ts", "recent", "recent_bytes", "_changed")
+    __slots__ = ("run", "name", "tail", "last_ts", "recent", "recent_bytes", "waiting")
 
     def __init__(self, run: str, name: str, tail: int, last_ts: int):
         self.run, self.name, self.tail, self.last_ts = run, name, tail, last_ts
         self.recent: collections.deque = collections.deque()
         self.recent_bytes = 0
-        self._changed: Optional[asyncio.Future] = None
-
-    def changed(self) -> asyncio.Future:
-        """A future resolved by the next append (shared by all readers)."""
-        if self._changed is None:
-            self._changed = asyncio.get_running_loop().create_future()
-        return self._changed
+        self.waiting: set = set()     # futures of readers, resolved by the next append
 
     def _remember(self, rec: Record) -> None:
         self.recent.append(rec)
@@ -73,14 +73,12 @@ class Stream:
     def appended(self, rec: Record) -> None:
         self.tail, self.last_ts = rec.seq + 1, rec.ts
         self._remember(rec)
-        fut, self._changed = self._changed, None
-        if fut is not None and not fut.done():
-            fut.set_result(None)
+        self.wake_all()
 
     def wake_all(self) -> None:
-        fut, self._changed = self._changed, None
-        if fut is not None and not fut.done():
-            fut.set_result(None)
+        for fut in self.waiting:
+            _wake(fut)
+        self.waiting.clear()
 
 
 class Hub:
@@ -91,6 +89,7 @@ class Hub:
         self.closing = False
         self.recent_lru: collections.OrderedDict = collections.OrderedDict()
         self.recent_total = 0
+        self.recent_data: collections.OrderedDict = collections.OrderedDict()
 
     def get(self, run: str, name: str) -> Stream:
         key = (run, name)
@@ -142,6 +141,21 @@ class Hub:
         return out
 
 
+    def batch_data(self, s: Stream, records: list) -> bytes:
+        """The data line of a batch event. The readers an append wakes are
+        all sent the same batch, one after the other: it is encoded once
+        for them (the last few batches are kept)."""
+        key = (s, records[0].seq, records[-1].seq, s.tail)
+        data = self.recent_data.get(key)
+        if data is None:
+            data = ('data: {"records":[%s],"tail":{"seq_num":%d,"timestamp":%d}}\n\n'
+                    % (",".join(r.frag for r in records), s.tail, s.last_ts)).encode()
+            self.recent_data[key] = data
+            if len(self.recent_data) > RECENT_BATCHES:
+                self.recent_data.popitem(last=False)
+        return data
+
+
 def ping_event() -> bytes:
     return b'event: ping\ndata: {"timestamp":%d}\n\n' % storemod.now_ms()
 
@@ -170,11 +184,8 @@ class Reader:
     def _batch_event(self, records: list) -> bytes:
         self.count += len(records)
         self.bytes += sum(r.size for r in records)
-        s = self.stream
-        return ("id: %d,%d,%d\nevent: batch\ndata: {\"records\":[%s],"
-                "\"tail\":{\"seq_num\":%d,\"timestamp\":%d}}\n\n" % (
-                    records[-1].seq, self.count, self.bytes,
-                    ",".join(r.frag for r in records), s.tail, s.last_ts)).encode()
+        return (b"id: %d,%d,%d\nevent: batch\n" % (records[-1].seq, self.count, self.bytes)
+                + self.hub.batch_data(self.stream, records))
 
     async def _flush_new(self) -> None:
         while self.next_seq < self.stream.tail:
@@ -183,6 +194,17 @@ class Reader:
                 return
             self.next_seq = records[-1].seq + 1
             await self._write(self._batch_event(records))
+
+    async def _sleep_until(self, when: float) -> None:
+        """Until the stream's next append or loop time `when`."""
+        fut = self.loop.create_future()
+        self.stream.waiting.add(fut)
+        timer = self.loop.call_at(when, _wake, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self.stream.waiting.discard(fut)
 
     def _gone(self) -> bool:
         return self.transport is None or self.transport.is_closing()
@@ -211,9 +233,7 @@ class Reader:
                 return "timeout"
             if self.hub.closing or self._gone():
                 return "closed"
-            wake = min(deadline, self.last_write + PING_INTERVAL)
-            changed = self.stream.changed()
-            await asyncio.wait((changed,), timeout=max(0.0, wake - now))
+            await self._sleep_until(min(deadline, self.last_write + PING_INTERVAL))
             if self.hub.closing or self._gone():
                 return "closed"
             if (self.next_seq >= self.stream.tail and
