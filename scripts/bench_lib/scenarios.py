@@ -240,22 +240,50 @@ def stat_ls(m: Mount, runs: list, files: list, n: int) -> dict:
                                         for _ in range(max(20, n // 5))])}
 
 
-def release(b: Bench, runs_file: Path, cfg: Config, prefix: str, waiters: Any) -> dict:
-    """Send one record to every stream; time until every reader returned,
-    and how busy the server was meanwhile."""
+def send_to_all(b: Bench, runs_file: Path, cfg: Config, prefix: str) -> dict:
+    """bench-direct sends one record to each stream PREFIX0..K-1 of every
+    run (as libtriggerclient sends: the first send to a stream also reads
+    its tail); what it says, and the server's CPU until it has exited (all
+    answered, and so all records pushed to whoever reads them)."""
     srv0 = b.server_cpu_s()
     sent = b.run([b.prog("bench/bench-direct"), "release", str(runs_file),
                   str(cfg.w_streams), prefix], "release", 120)
+    sent["server_cpu_s"] = b.server_cpu_s() - srv0
+    return sent
+
+
+def idle_send_ms(b: Bench, runs_file: Path, cfg: Config, prefix: str) -> float:
+    """Server CPU per send, ms, of the same sends as a release to streams
+    of the same runs that nobody reads: the baseline the release's cost
+    with every stream's reader connected is held against."""
+    sent = send_to_all(b, runs_file, cfg, prefix + "idle-")
+    return sent["server_cpu_s"] / sent["sent"] * 1e3
+
+
+def release(b: Bench, runs_file: Path, cfg: Config, prefix: str, waiters: Any) -> dict:
+    """Send one record to every stream; time until every reader returned,
+    the server's CPU per send (with the readers' connections held), and
+    how busy the server was meanwhile."""
+    srv0 = b.server_cpu_s()
+    sent = send_to_all(b, runs_file, cfg, prefix)
     done = waiters.result(120)
     srv = b.server_cpu_s() - srv0
     release_s = (int(done["last_ns"]) - sent["start_ns"]) / 1e9
     return {"sends_s": (sent["end_ns"] - sent["start_ns"]) / 1e9, "release_s": release_s,
             "after_sends_s": (int(done["last_ns"]) - sent["end_ns"]) / 1e9,
+            "server_ms_per_send": sent["server_cpu_s"] / sent["sent"] * 1e3,
             "server_cpu_share": srv / release_s if release_s > 0 else math.nan,
             "done": done}
 
 
-RELEASE_KEYS = ("sends_s", "release_s", "after_sends_s", "server_cpu_share")
+RELEASE_KEYS = ("sends_s", "release_s", "after_sends_s", "server_ms_per_send",
+                "server_cpu_share")
+
+
+def send_cost_ratio(r: dict) -> dict:
+    """How much more a send costs the server with the readers connected."""
+    idle = r["server_ms_per_send_idle"]
+    return {"server_send_cost_ratio": r["server_ms_per_send"] / idle if idle > 0 else math.nan}
 
 
 def park_readers(b: Bench, m: Mount, cfg: Config, runs_file: Path, prefix: str,
@@ -281,6 +309,7 @@ def waiters_triggerfs(b: Bench, cfg: Config, runs: list, runs_file: Path,
                       rep: int) -> dict:
     streams, total = len(runs) * cfg.w_streams, len(runs) * cfg.w_streams * cfg.w_readers
     prefix = f"w-fs-{rep}-"
+    idle_ms = idle_send_ms(b, runs_file, cfg, prefix)
     with b.mount(f"waiters-{rep}") as m:
         idle = m.status()
         files = [m.stream(r, f"{prefix}{k}") for r in runs for k in range(cfg.w_streams)]
@@ -300,20 +329,22 @@ def waiters_triggerfs(b: Bench, cfg: Config, runs: list, runs_file: Path,
         if rel["done"]["ok"] != total:
             raise BenchError(f"{rel['done']['failed']} of {total} readers failed: "
                              f"{rel['done']['first_error']}")
-        return {"readers": total, "streams": streams, "setup_s": setup_s,
-                "threads": sampler.max_threads, "rss": waiting["rss"],
-                "max_rss": sampler.max_rss, "idle_rss": idle["rss"],
-                "one_reader_per_stream_rss": one["rss"],
-                "stat_ms": lat["stat"], "ls_ms": lat["ls"],
-                "stat_idle_ms": lat_idle["stat"], "ls_idle_ms": lat_idle["ls"],
-                "daemon_cpu_release_s": release_cpu, "server_cpu_share_setup": setup_share,
-                **{k: rel[k] for k in RELEASE_KEYS}}
+        out = {"readers": total, "streams": streams, "setup_s": setup_s,
+               "threads": sampler.max_threads, "rss": waiting["rss"],
+               "max_rss": sampler.max_rss, "idle_rss": idle["rss"],
+               "one_reader_per_stream_rss": one["rss"],
+               "stat_ms": lat["stat"], "ls_ms": lat["ls"],
+               "stat_idle_ms": lat_idle["stat"], "ls_idle_ms": lat_idle["ls"],
+               "daemon_cpu_release_s": release_cpu, "server_cpu_share_setup": setup_share,
+               "server_ms_per_send_idle": idle_ms, **{k: rel[k] for k in RELEASE_KEYS}}
+        return out | send_cost_ratio(out)
 
 
 def waiters_process(b: Bench, cfg: Config, way: str, runs_file: Path, total: int,
                     rep: int) -> dict:
     """direct and sdk: one process holds every stream's subscription."""
-    prefix = f"w-{way}-{rep}-"
+    prefix, streams = f"w-{way}-{rep}-", total // cfg.w_readers
+    idle_ms = idle_send_ms(b, runs_file, cfg, prefix)
     t0, srv0 = time.monotonic(), b.server_cpu_s()
     if way == "direct":
         w = b.spawn([b.prog("bench/bench-direct"), "waiters", str(runs_file),
@@ -333,9 +364,11 @@ def waiters_process(b: Bench, cfg: Config, way: str, runs_file: Path, total: int
         w.stop()
     if rel["done"]["released"] != total:
         raise BenchError(f"released {rel['done']['released']} of {total}")
-    return {"readers": total, "setup_s": setup_s, "threads": sampler.max_threads,
-            "rss": waiting["rss"], "max_rss": sampler.max_rss,
-            "server_cpu_share_setup": setup_share, **{k: rel[k] for k in RELEASE_KEYS}}
+    out = {"readers": total, "streams": streams, "setup_s": setup_s,
+           "threads": sampler.max_threads, "rss": waiting["rss"], "max_rss": sampler.max_rss,
+           "server_cpu_share_setup": setup_share, "server_ms_per_send_idle": idle_ms,
+           **{k: rel[k] for k in RELEASE_KEYS}}
+    return out | send_cost_ratio(out)
 
 
 def scenario_waiters(b: Bench, cfg: Config) -> dict:
