@@ -198,6 +198,7 @@ static int fail(struct sse_parser *p)
 
 static const char *find_eol(const char *s, const char *end)
 {
+	/* NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult): s is in [s, end) of the caller's bytes */
 	while (s < end && *s != '\n' && *s != '\r')
 		s++;
 	return s;

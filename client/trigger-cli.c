@@ -158,7 +158,8 @@ static void release_signals(void)
 {
 	if (!sig_thread_ok)
 		return;
-	pthread_kill(sig_thread, SIGTERM);      /* blocked: only sigwait sees it */
+	/* Blocked everywhere: only the thread's sigwait sees it, and returns. */
+	pthread_kill(sig_thread, SIGTERM);  // NOLINT(bugprone-bad-signal-to-kill-thread)
 	pthread_join(sig_thread, NULL);
 }
 
@@ -318,7 +319,7 @@ static void on_event(void *arg, enum trigger_sub_event ev,
 		putchar('\n');
 		fflush(stdout);
 	}
-	if (ev == TRIGGER_SUB_FAILED) {
+	if (ev == TRIGGER_SUB_FAILED && res) {
 		sub_st.failed = 1;
 		sub_st.code = res->code;
 		report(res->code, res->status, res->error);
@@ -406,7 +407,7 @@ static int cmd_oneshot(trigger_client *c, const char *cmd, int argc, char **argv
 		print_field(s.body, "id");
 	else if (!rc && !strcmp(cmd, "wait-create"))
 		print_field(s.body, "waitpointId");
-	else if (!rc && strcmp(cmd, "cancel"))
+	else if (!rc && strcmp(cmd, "cancel") != 0)
 		print_json(s.body);
 	trigger_sync_clear(&s);
 	return rc;

@@ -285,7 +285,7 @@ static int scan_value(struct scan *sc, uint64_t *out)
 		if (rc < 0)
 			return -1;
 		top = sc->depth ? &sc->fr[sc->depth - 1] : NULL;
-		if (rc == 1) {
+		if (rc == 1 && top) {
 			top->key = v;
 			top->want_key = 0;
 		} else if (top) {

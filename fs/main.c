@@ -258,7 +258,10 @@ static int check_mountpoint(const char *mp)
 		fprintf(stderr, "triggerfs: bad mount point %s: not a directory\n", mp);
 		return -1;
 	}
-	if (!realpath(mp, real) || !(f = fopen("/proc/self/mountinfo", "re")))
+	if (!realpath(mp, real))
+		return 0;
+	snprintf(tfs.mount_real, sizeof(tfs.mount_real), "%s", real);
+	if (!(f = fopen("/proc/self/mountinfo", "re")))
 		return 0;
 	while (fgets(line, sizeof(line), f)) {
 		char point[PATH_MAX], type[256];

@@ -96,7 +96,8 @@ bool tree_valid_name(const char *name)
 {
 	size_t n = strlen(name);
 
-	return n > 0 && n <= 255 && strcmp(name, ".") && strcmp(name, "..") &&
+	return n > 0 && n <= 255 && strcmp(name, ".") != 0 &&
+	       strcmp(name, "..") != 0 &&
 	       utf8_valid((const unsigned char *)name);
 }
 

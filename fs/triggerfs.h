@@ -10,6 +10,7 @@
 #define FUSE_USE_VERSION FUSE_MAKE_VERSION(3, 12)
 
 #include <fuse_lowlevel.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <sys/stat.h>
@@ -202,6 +203,7 @@ struct tfs {
 	size_t streams;
 	size_t subscriptions;
 	char *mountpoint;
+	char mount_real[PATH_MAX];   /* resolved before mounting */
 };
 
 extern struct tfs tfs;

@@ -5,11 +5,11 @@
  * still hold files open: then it stops the daemon so they get an error
  * instead of waiting forever.
  */
+#include <limits.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,21 +22,51 @@
 static pthread_t thread;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
 static bool running;
-static dev_t mount_dev;
+static char mount_dev[40];   /* " major:minor ", "" when unknown */
+
+/* Our mount's "major:minor" as /proc/self/mountinfo shows it, found by
+ * mount point and type (the last one: mounts stack).  Never stat() the
+ * mount point: asking our own mount would wait on ourselves (and deadlocks
+ * under valgrind, which holds its lock across such a call). */
+static bool find_mount(const char *real, char *dev, size_t len)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char line[4096], esc[PATH_MAX * 4], point[sizeof(esc)], num[32];
+	size_t n = 0;
+	bool found = false;
+
+	if (!f)
+		return false;
+	/* mountinfo escapes space, tab, newline and backslash as \ooo. */
+	for (const char *p = real; *p && n + 5 < sizeof(esc); p++)
+		n += strchr(" \t\n\\", *p) && *p
+		     ? (size_t)snprintf(esc + n, 5, "\\%03o", (unsigned char)*p)
+		     : (size_t)snprintf(esc + n, 2, "%c", *p);
+	while (fgets(line, sizeof(line), f)) {
+		const char *sep = strstr(line, " - ");
+
+		if (sep && !strncmp(sep + 3, "fuse.triggerfs ", 15) &&
+		    sscanf(line, "%*s %*s %31s %*s %4095s", num, point) == 2 &&
+		    !strcmp(point, esc)) {
+			snprintf(dev, len, " %s ", num);
+			found = true;
+		}
+	}
+	fclose(f);
+	return found;
+}
 
 /* Is a filesystem with our device number still mounted somewhere? */
 static bool still_mounted(void)
 {
 	FILE *f = fopen("/proc/self/mountinfo", "re");
-	char line[4096], want[32];
+	char line[4096];
 	bool found = false;
 
 	if (!f)
 		return true;
-	snprintf(want, sizeof(want), " %u:%u ", major(mount_dev),
-		 minor(mount_dev));
 	while (!found && fgets(line, sizeof(line), f))
-		found = strstr(line, want) != NULL;
+		found = strstr(line, mount_dev) != NULL;
 	fclose(f);
 	return found;
 }
@@ -48,22 +78,21 @@ static void tick(unsigned n)
 	runs_poll_waited();
 	pthread_mutex_unlock(&tfs.lock);
 
-	if (n % MOUNT_CHECK_EVERY == 0 && mount_dev && !still_mounted()) {
+	if (n % MOUNT_CHECK_EVERY == 0 && *mount_dev && !still_mounted()) {
 		tfs_log(LOG_INFO, "%s was unmounted; stopping", tfs.mountpoint);
-		mount_dev = 0;
+		*mount_dev = '\0';
 		kill(getpid(), SIGTERM);
 	}
 }
 
 static void *watch_main(void *arg)
 {
-	struct stat st;
 	unsigned n = 0;
 
 	(void)arg;
-	/* The mount answers stat now that the session loop runs. */
-	if (stat(tfs.mountpoint, &st) == 0)
-		mount_dev = st.st_dev;
+	if (!find_mount(tfs.mount_real, mount_dev, sizeof(mount_dev)))
+		tfs_log(LOG_WARNING, "cannot find %s in /proc/self/mountinfo: a lazy unmount will not be noticed",
+			tfs.mountpoint);
 	pthread_mutex_lock(&tfs.lock);
 	while (running) {
 		struct timespec ts;

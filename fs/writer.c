@@ -137,10 +137,8 @@ static int split_write(struct tfs_write *w)
 			       lineno, jsonline_why(&jl));
 			return -1;
 		}
-		if (!nl) {
-			cur += seg_len;
+		if (!nl)
 			break;
-		}
 		enum jsonline_status st = jsonline_end(&jl);
 
 		if (st == JSONLINE_PARTIAL || st == JSONLINE_INVALID) {
