@@ -28,7 +28,8 @@ BATCH_MAX_BYTES = 1024 * 1024
 RECENT_RECORDS = 256          # kept in memory per stream for live readers,
 RECENT_BYTES = 4 * 1024 * 1024            # at most this much per stream
 RECENT_BUDGET = 64 * 1024 * 1024          # and this much for all streams
-RECENT_BATCHES = 16           # encoded batch events kept for other readers
+RECENT_BATCHES = 16           # encoded batch events kept for other readers,
+RECENT_BATCH_BYTES = 64 * 1024            # those up to this size
 RECORD_OVERHEAD = 8           # S2 metered size = 8 + body bytes (no headers)
 
 
@@ -140,7 +141,6 @@ class Hub:
             total += rec.size
         return out
 
-
     def batch_data(self, s: Stream, records: list) -> bytes:
         """The data line of a batch event. The readers an append wakes are
         all sent the same batch, one after the other: it is encoded once
@@ -150,9 +150,10 @@ class Hub:
         if data is None:
             data = ('data: {"records":[%s],"tail":{"seq_num":%d,"timestamp":%d}}\n\n'
                     % (",".join(r.frag for r in records), s.tail, s.last_ts)).encode()
-            self.recent_data[key] = data
-            if len(self.recent_data) > RECENT_BATCHES:
-                self.recent_data.popitem(last=False)
+            if len(data) <= RECENT_BATCH_BYTES:
+                self.recent_data[key] = data
+                if len(self.recent_data) > RECENT_BATCHES:
+                    self.recent_data.popitem(last=False)
         return data
 
 
