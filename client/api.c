@@ -1026,17 +1026,24 @@ int trigger_send(trigger_client *c, const char *run_id, const char *stream_id,
 	return req_submit(r);
 }
 
-int trigger_run_get(trigger_client *c, const char *run_id,
-		    trigger_done_fn done, void *arg)
+/* GET of one resource: path_fmt with id escaped, a token for scope+id. */
+static int get_one(trigger_client *c, const char *path_fmt, const char *id,
+		   const char *scope, trigger_done_fn done, void *arg)
 {
 	struct tc_req *r;
-	int rc = req_begin(c, 0, 0, run_id, NULL, NULL, done, arg, &r);
+	int rc = req_begin(c, 0, 0, id, NULL, NULL, done, arg, &r);
 
 	if (rc)
 		return rc;
-	r->url = url_with(c, "/api/v3/runs/%s", run_id, NULL);
-	set_scope(r, "read:runs:", run_id);
+	r->url = url_with(c, path_fmt, id, NULL);
+	set_scope(r, scope, id);
 	return req_submit(r);
+}
+
+int trigger_run_get(trigger_client *c, const char *run_id,
+		    trigger_done_fn done, void *arg)
+{
+	return get_one(c, "/api/v3/runs/%s", run_id, "read:runs:", done, arg);
 }
 
 static char *list_url(trigger_client *c, const char *status, int size,
@@ -1099,14 +1106,8 @@ int trigger_wait_create(trigger_client *c, const char *run_id,
 int trigger_waitpoint_get(trigger_client *c, const char *waitpoint_id,
 			  trigger_done_fn done, void *arg)
 {
-	struct tc_req *r;
-	int rc = req_begin(c, 0, 0, waitpoint_id, NULL, NULL, done, arg, &r);
-
-	if (rc)
-		return rc;
-	r->url = url_with(c, "/api/v1/waitpoints/tokens/%s", waitpoint_id, NULL);
-	set_scope(r, "read:waitpoints:", waitpoint_id);
-	return req_submit(r);
+	return get_one(c, "/api/v1/waitpoints/tokens/%s", waitpoint_id,
+		       "read:waitpoints:", done, arg);
 }
 
 int trigger_task_trigger(trigger_client *c, const char *task_id,

@@ -309,6 +309,18 @@ def spawn_sh(script: str, env: Optional[dict] = None, **kw: Any) -> subprocess.P
                             start_new_session=True, **kw)
 
 
+def blocked_cats(m: "Mount", paths: list) -> list:
+    """One `cat` per path, each parked at the end of its (empty) stream."""
+    procs = [spawn_sh('exec cat "$S"', env={"S": p}) for p in paths]
+    try:
+        m.wait_parked(len(paths))
+    except BaseException:
+        for p in procs:
+            kill_group(p)
+        raise
+    return procs
+
+
 def kill_group(proc: subprocess.Popen) -> None:
     """End a spawn_sh process and its children (ours only: its own group)."""
     if proc.poll() is None:

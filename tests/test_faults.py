@@ -20,7 +20,7 @@ import pytest
 
 from devserver_ctl import DevServer, wait_for
 from faultproxy import FaultProxy
-from mount_ctl import (SLACK, Lines, Mount, kill_group, lazy_unmount, mount,  # noqa: F401
+from mount_ctl import (SLACK, Lines, Mount, blocked_cats, kill_group, lazy_unmount, mount,  # noqa: F401
                        mount_factory, mounted, sh, spawn_sh)
 
 
@@ -439,14 +439,7 @@ def test_300_blocked_readers_killed_and_interrupted(mount, server, run, tmp_path
 # ------------------------------------------------ the daemon goes away under readers
 
 def blocked_readers(m: Mount, run: str, n: int) -> list:
-    procs = [spawn_sh('exec cat "$S"', env={"S": m.input(run, "s")}) for _ in range(n)]
-    try:
-        m.wait_parked(n)
-    except BaseException:
-        for p in procs:
-            kill_group(p)
-        raise
-    return procs
+    return blocked_cats(m, [m.input(run, "s")] * n)
 
 
 @pytest.mark.parametrize("how", ["sigkill", "sigterm", "lazy-unmount"])

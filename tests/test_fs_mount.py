@@ -9,19 +9,12 @@ import os
 import signal
 import time
 
-from mount_ctl import (SLACK, Mount, kill_group, lazy_unmount, mount,  # noqa: F401
+from mount_ctl import (SLACK, Mount, blocked_cats, kill_group, lazy_unmount, mount,  # noqa: F401
                        mount_factory, mounted, os_error, sh, spawn_sh, write_secret)
 
 
-def blocked_cats(m, run: str, n: int) -> list:
-    procs = [spawn_sh('exec cat "$S"', env={"S": m.input(run, f"s{i % 2}")}) for i in range(n)]
-    try:
-        m.wait_parked(n)
-    except BaseException:
-        for p in procs:
-            kill_group(p)
-        raise
-    return procs
+def cats_on_two_streams(m, run: str, n: int) -> list:
+    return blocked_cats(m, [m.input(run, f"s{i % 2}") for i in range(n)])
 
 
 def wait_all(procs: list, timeout: float) -> list:
@@ -38,7 +31,7 @@ def wait_all(procs: list, timeout: float) -> list:
 
 def test_sigterm_with_readers_blocked(mount_factory, run):
     m = mount_factory()
-    procs = blocked_cats(m, run, 3)
+    procs = cats_on_two_streams(m, run, 3)
     try:
         m.signal(signal.SIGTERM)
         t0 = time.monotonic()
@@ -56,7 +49,7 @@ def test_sigterm_with_readers_blocked(mount_factory, run):
 
 def test_lazy_unmount_with_readers_blocked(mount_factory, run):
     m = mount_factory()
-    procs = blocked_cats(m, run, 2)
+    procs = cats_on_two_streams(m, run, 2)
     try:
         lazy_unmount(m.mnt)
         assert not mounted(m.mnt)
