@@ -21,7 +21,7 @@
 #define BODY_OVERHEAD 9
 
 struct line {
-	char *text;
+	const char *text;    /* in buf, or in joined for the first line */
 	size_t len;
 	size_t end;          /* offset in the write just past its '\n' */
 };
@@ -33,8 +33,9 @@ struct tfs_write {
 	bool flush;
 	char *buf;           /* the write's bytes (writes only) */
 	size_t size;
+	char *joined;        /* the kept line and the first line's bytes */
 	struct line *lines;
-	size_t nlines, next;
+	size_t nlines, lines_cap, next;
 	/* what the handle holds after a fully accepted write */
 	struct jsonline jl_after;
 	size_t tail_off;
@@ -47,36 +48,40 @@ static bool is_json_space(char c)
 	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
+/* A line to send: b (in the write's bytes), after a (the line kept from
+ * earlier writes, which needs a copy joining the two), trimmed of the
+ * whitespace around the value. */
 static void add_line(struct tfs_write *w, const char *a, size_t alen,
 		     const char *b, size_t blen, size_t end)
 {
-	size_t cap = w->nlines + 1;
 	struct line *l;
 
-	w->lines = realloc(w->lines, cap * sizeof(*w->lines));
-	if (!w->lines)
-		abort();
+	if (w->nlines == w->lines_cap) {
+		w->lines_cap = w->lines_cap ? w->lines_cap * 2 : 16;
+		w->lines = realloc(w->lines, w->lines_cap * sizeof(*w->lines));
+		if (!w->lines)
+			abort();
+	}
 	l = &w->lines[w->nlines++];
-	l->text = malloc(alen + blen + 1);
-	if (!l->text)
-		abort();
-	if (alen)
-		memcpy(l->text, a, alen);
-	if (blen)
-		memcpy(l->text + alen, b, blen);
-	l->len = alen + blen;
-	l->text[l->len] = '\0';
+	l->text = b;
+	l->len = blen;
 	l->end = end;
-	/* Send the value without the whitespace around it. */
-	char *p = l->text;
-
-	while (l->len && is_json_space(p[l->len - 1]))
+	if (alen) {
+		w->joined = malloc(alen + blen);
+		if (!w->joined)
+			abort();
+		memcpy(w->joined, a, alen);
+		if (blen)
+			memcpy(w->joined + alen, b, blen);
+		l->text = w->joined;
+		l->len = alen + blen;
+	}
+	while (l->len && is_json_space(l->text[l->len - 1]))
 		l->len--;
-	while (l->len && is_json_space(*p)) {
-		p++;
+	while (l->len && is_json_space(*l->text)) {
+		l->text++;
 		l->len--;
 	}
-	memmove(l->text, p, l->len);
 }
 
 static void drop_line(struct tfs_handle *h)
@@ -182,8 +187,7 @@ static void keep_tail(struct tfs_handle *h, const char *p, size_t n,
 
 static void write_free(struct tfs_write *w)
 {
-	for (size_t i = 0; i < w->nlines; i++)
-		free(w->lines[i].text);
+	free(w->joined);
 	free(w->lines);
 	free(w->buf);
 	free(w);
