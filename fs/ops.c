@@ -146,9 +146,7 @@ static void tfs_opendir(fuse_req_t req, fuse_ino_t ino,
 		runs_opendir(req, fi);
 		return;
 	}
-	dl = calloc(1, sizeof(*dl));
-	if (!dl)
-		abort();
+	dl = xcalloc(1, sizeof(*dl));
 	if (n && n->kind == NODE_ROOT) {
 		dirlist_add(dl, "runs");
 	} else if (n && n->kind == NODE_RUN) {

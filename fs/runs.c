@@ -131,10 +131,7 @@ void runs_lookup(fuse_req_t req, const char *id)
 		fuse_reply_err(req, ENOENT);
 		goto out;
 	}
-	struct tfs_lookup *l = calloc(1, sizeof(*l));
-
-	if (!l)
-		abort();
+	struct tfs_lookup *l = xcalloc(1, sizeof(*l));
 	l->req = req;
 	list_add_tail(&run->lookups, &l->node);
 	if (run->state != RUN_CHECKING) {
@@ -285,10 +282,9 @@ static void list_page_done(void *arg, const struct trigger_result *res)
  * runs the scopes name and the runs used through this mount. */
 void runs_opendir(fuse_req_t req, struct fuse_file_info *fi)
 {
-	struct run_list *l = calloc(1, sizeof(*l));
+	struct run_list *l = xcalloc(1, sizeof(*l));
 
-	if (!l || !(l->dl = calloc(1, sizeof(*l->dl))))
-		abort();
+	l->dl = xcalloc(1, sizeof(*l->dl));
 	l->req = req;
 	l->fi = *fi;
 	if (!trigger_cred_is_secret(tfs.cred) ||

@@ -30,9 +30,7 @@ static void log_append(struct tfs_stream *s, const char *json, size_t len)
 
 		while (cap < need)
 			cap *= 2;
-		s->data = realloc(s->data, cap);
-		if (!s->data)
-			abort();
+		s->data = xrealloc(s->data, cap);
 		s->cap = cap;
 	}
 	memcpy(s->data + s->len, json, len);
@@ -96,10 +94,7 @@ static bool read_answer(fuse_req_t req, struct tfs_handle *h, size_t size,
 /* Called with tfs.lock held. */
 struct tfs_handle *stream_new_handle(enum node_kind kind, struct tfs_stream *s)
 {
-	struct tfs_handle *h = calloc(1, sizeof(*h));
-
-	if (!h)
-		abort();
+	struct tfs_handle *h = xcalloc(1, sizeof(*h));
 	h->kind = kind;
 	h->stream = s;
 	jsonline_init(&h->jl);
@@ -291,10 +286,7 @@ static void park_or_answer(struct tfs_waiter *w, int flags)
 static struct tfs_waiter *waiter_new(fuse_req_t req, enum waiter_kind kind,
 				     struct tfs_stream *s)
 {
-	struct tfs_waiter *w = calloc(1, sizeof(*w));
-
-	if (!w)
-		abort();
+	struct tfs_waiter *w = xcalloc(1, sizeof(*w));
 	w->req = req;
 	w->kind = kind;
 	w->stream = s;
@@ -495,10 +487,7 @@ static const struct trigger_sub_callbacks sub_callbacks = {
 
 static void sub_start(struct tfs_stream *s)
 {
-	struct tfs_subctx *ctx = calloc(1, sizeof(*ctx));
-
-	if (!ctx)
-		abort();
+	struct tfs_subctx *ctx = xcalloc(1, sizeof(*ctx));
 	ctx->stream = s;
 	ctx->active = true;
 	s->caught_up = false;

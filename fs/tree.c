@@ -15,15 +15,6 @@ static struct tfs_node **nodes;
 static size_t nnodes, nodes_cap;
 static struct tfs_run *buckets[RUN_BUCKETS];
 
-static void *xcalloc(size_t n, size_t size)
-{
-	void *p = calloc(n, size);
-
-	if (!p)
-		abort();
-	return p;
-}
-
 struct tfs_node *tree_node(fuse_ino_t ino)
 {
 	if (ino == 0 || ino >= nnodes)
@@ -38,9 +29,7 @@ fuse_ino_t tree_new_node(enum node_kind kind, struct tfs_run *run,
 		nnodes = 1;     /* inode 0 is never valid */
 	if (nnodes >= nodes_cap) {
 		nodes_cap = nodes_cap ? nodes_cap * 2 : 1024;
-		nodes = realloc(nodes, nodes_cap * sizeof(*nodes));
-		if (!nodes)
-			abort();
+		nodes = xrealloc(nodes, nodes_cap * sizeof(*nodes));
 	}
 	struct tfs_node *n = xcalloc(1, sizeof(*n));
 
@@ -113,9 +102,7 @@ struct tfs_run *tree_run(const char *id, bool create)
 
 	struct tfs_run *r = xcalloc(1, sizeof(*r));
 
-	r->id = strdup(id);
-	if (!r->id)
-		abort();
+	r->id = xstrdup(id);
 	list_init(&r->lookups);
 	list_init(&r->waiting);
 	r->ino_dir = tree_new_node(NODE_RUN, r, NULL);
@@ -144,9 +131,7 @@ struct tfs_stream *tree_stream(struct tfs_run *run, const char *name,
 
 	struct tfs_stream *s = xcalloc(1, sizeof(*s));
 
-	s->name = strdup(name);
-	if (!s->name)
-		abort();
+	s->name = xstrdup(name);
 	s->run = run;
 	s->last_seq = -1;
 	list_init(&s->waiters);
@@ -207,13 +192,9 @@ void dirlist_add(struct tfs_dirlist *dl, const char *name)
 {
 	if (dl->n == dl->cap) {
 		dl->cap = dl->cap ? dl->cap * 2 : 16;
-		dl->names = realloc(dl->names, dl->cap * sizeof(*dl->names));
-		if (!dl->names)
-			abort();
+		dl->names = xrealloc(dl->names, dl->cap * sizeof(*dl->names));
 	}
-	dl->names[dl->n] = strdup(name);
-	if (!dl->names[dl->n])
-		abort();
+	dl->names[dl->n] = xstrdup(name);
 	dl->n++;
 }
 

@@ -13,11 +13,53 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 
 #include "jsonline.h"
 #include "trigger.h"
+
+/* ---- allocation --------------------------------------------------------
+ * Out of memory, the daemon cannot keep its promises to parked requests or
+ * the log; it stops, as sshfs does, rather than answer wrongly. */
+
+static inline void *xmalloc(size_t size)
+{
+	void *p = malloc(size ? size : 1);
+
+	if (!p)
+		abort();
+	return p;
+}
+
+static inline void *xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n, size);
+
+	if (!p)
+		abort();
+	return p;
+}
+
+static inline void *xrealloc(void *old, size_t size)
+{
+	void *p = realloc(old, size);
+
+	if (!p)
+		abort();
+	return p;
+}
+
+static inline char *xstrdup(const char *s)
+{
+	char *p = strdup(s);
+
+	if (!p)
+		abort();
+	return p;
+}
 
 /* ---- intrusive doubly linked lists ------------------------------------- */
 

@@ -58,18 +58,14 @@ static void add_line(struct tfs_write *w, const char *a, size_t alen,
 
 	if (w->nlines == w->lines_cap) {
 		w->lines_cap = w->lines_cap ? w->lines_cap * 2 : 16;
-		w->lines = realloc(w->lines, w->lines_cap * sizeof(*w->lines));
-		if (!w->lines)
-			abort();
+		w->lines = xrealloc(w->lines, w->lines_cap * sizeof(*w->lines));
 	}
 	l = &w->lines[w->nlines++];
 	l->text = b;
 	l->len = blen;
 	l->end = end;
 	if (alen) {
-		w->joined = malloc(alen + blen);
-		if (!w->joined)
-			abort();
+		w->joined = xmalloc(alen + blen);
 		memcpy(w->joined, a, alen);
 		if (blen)
 			memcpy(w->joined + alen, b, blen);
@@ -175,9 +171,7 @@ static void keep_tail(struct tfs_handle *h, const char *p, size_t n,
 
 		while (cap < h->line_len + n + 1)
 			cap *= 2;
-		h->line = realloc(h->line, cap);
-		if (!h->line)
-			abort();
+		h->line = xrealloc(h->line, cap);
 		h->line_cap = cap;
 	}
 	memcpy(h->line + h->line_len, p, n);
@@ -334,10 +328,7 @@ static void enqueue(struct tfs_write *w)
 
 static struct tfs_write *write_new(fuse_req_t req, struct tfs_handle *h)
 {
-	struct tfs_write *w = calloc(1, sizeof(*w));
-
-	if (!w)
-		abort();
+	struct tfs_write *w = xcalloc(1, sizeof(*w));
 	w->req = req;
 	w->h = h;
 	list_init(&w->node);
@@ -349,9 +340,7 @@ void writer_write(fuse_req_t req, struct tfs_handle *h, const char *buf,
 {
 	struct tfs_write *w = write_new(req, h);
 
-	w->buf = malloc(size ? size : 1);
-	if (!w->buf)
-		abort();
+	w->buf = xmalloc(size);
 	memcpy(w->buf, buf, size);
 	w->size = size;
 	enqueue(w);
