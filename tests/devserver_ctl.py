@@ -253,7 +253,8 @@ class DevServer:
                 status, rheaders, raw = resp.status, resp.headers, resp.read()
         except urllib.error.HTTPError as e:
             status, rheaders, raw = e.code, e.headers, e.read()
-        if (rheaders.get("Content-Type") or "").startswith("application/json"):
+        if (rheaders.get("Content-Type") or "").startswith(("application/json",
+                                                            "application/problem+json")):
             return status, rheaders, json.loads(raw)
         return status, rheaders, raw.decode(errors="replace")
 
@@ -289,8 +290,8 @@ class DevServer:
     def raw_records(self, run: str, stream: str, last_event_id: Any = None,
                     token: Optional[str] = None, timeout: float = 10.0) -> list:
         """Every stored record after `last_event_id`, as the records[] dicts
-        of the SSE batches, read until caught up (a batch whose tail says
-        nothing follows, or the ping sent when there is nothing to replay)."""
+        of the SSE batches, read until caught up (the server sends a ping
+        as soon as the reader has caught up)."""
         headers = {"Timeout-Seconds": "60"}
         if last_event_id is not None:
             headers["Last-Event-ID"] = str(last_event_id)
@@ -300,11 +301,8 @@ class DevServer:
             assert s.status == 200, (s.status, s.body())
             for ev in s.events():
                 if ev.get("event") == "batch":
-                    batch = json.loads(ev["data"])
-                    out += batch["records"]
-                    if out[-1]["seq_num"] + 1 >= batch["tail"]["seq_num"]:
-                        return out
-                elif ev.get("event") == "ping" and not out:
+                    out += json.loads(ev["data"])["records"]
+                elif ev.get("event") == "ping":
                     return out
                 if time.monotonic() > deadline:
                     break
