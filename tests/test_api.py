@@ -5,6 +5,8 @@ waitpoints, limits, and 2,000 concurrent subscribers."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import http.client
 import json
 import os
@@ -134,12 +136,13 @@ def test_jwt_with_wrong_scope_or_for_another_run_is_403(server, run):
     for token in tokens:
         status, _, body = server.api("POST", stream(run), {"data": 1}, token=token)
         assert (status, body) == (403, FORBIDDEN)
-    # 403 comes before 404: a token for one run cannot probe for others.
+    # A send (an action) checks the scopes before the run: 403, not 404.
     token = server.mint([f"write:inputStreams:{run}"])
     status, _, body = server.api("POST", stream("run_doesnotexist"), {"data": 1}, token=token)
     assert (status, body) == (403, FORBIDDEN)
+    # A read (a loader) looks the run up first: 404, as the real server.
     assert sse_status(server, "run_doesnotexist", token=server.mint([f"read:runs:{run}"])) == \
-        (403, FORBIDDEN)
+        (404, {"error": "Not found"})
     assert server.records(run, "chat") == []      # nothing was stored
 
 
@@ -480,10 +483,10 @@ def test_sse_batch_format_and_tail(server, run):
     with server.sse(run, "chat", headers={"Timeout-Seconds": "1"}) as s:
         raw = s.body()
     # A replayed batch has no tail; the ping that says "caught up" has it.
-    m = re.fullmatch(rb'id: 1,2,(\d+)\nevent: batch\ndata: (\{.*\})\n\n'
+    m = re.fullmatch(rb'event: batch\ndata: (\{.*\})\nid: 1,2,(\d+)\n\n'
                      rb'event: ping\ndata: (\{.*\})\n\ndata: \[DONE\]\n\n', raw)
     assert m, raw
-    batch = json.loads(m.group(2))
+    batch = json.loads(m.group(1))
     assert list(batch) == ["records"]
     records = batch["records"]
     assert [list(r) for r in records] == [["seq_num", "timestamp", "body"]] * 2
@@ -492,7 +495,7 @@ def test_sse_batch_format_and_tail(server, run):
     ping = json.loads(m.group(3))
     assert ping["tail"] == {"seq_num": 2, "timestamp": records[1]["timestamp"]}
     # the id line counts records and S2 metered bytes (8 + body) sent so far
-    assert int(m.group(1)) == sum(8 + len(r["body"].encode()) for r in records)
+    assert int(m.group(2)) == sum(8 + len(r["body"].encode()) for r in records)
     assert [envelope_value(r["body"]) for r in records] == [{"approved": True}, "two"]
 
 
@@ -762,7 +765,7 @@ def test_wait_and_waitpoint_retrieval_take_the_secret_key_only(server, run):
 # ---------------------------------------------------------------- 2,000 subscribers
 
 SUBSCRIBERS = 2000
-BATCH = re.compile(rb"event: batch\ndata: (.*)\n\n")
+BATCH = re.compile(rb"event: batch\ndata: (.*)\nid: .*\n\n")
 
 
 async def _fan_out(port: int, path: str, key: str, send) -> tuple:
@@ -925,7 +928,7 @@ def test_knob_sse_error_after(make_server):
         srv.send(run, "chat", i)
     with srv.sse(run, "chat", headers={"Timeout-Seconds": "5"}) as s:
         raw = s.body()
-    assert re.fullmatch(rb'id: 1,2,\d+\nevent: batch\ndata: .*\n\n'
+    assert re.fullmatch(rb'event: batch\ndata: .*\nid: 1,2,\d+\n\n'
                         rb'event: error\ndata: [^\n]+\n\n', raw), raw
     assert srv.records(run, "chat") == [(0, 0), (1, 1), (2, 2)]     # once per stream
 
@@ -946,3 +949,140 @@ def test_knob_sse_silence(make_server):
         t0 = time.monotonic()
         srv.send(run, "quiet", "at once")
         assert next(events)["event"] == "batch" and time.monotonic() - t0 < 1.5
+
+
+# ---------------------------------------------------------------- output streams
+
+def output(run: str, stream: str = "progress", target: str = "self") -> str:
+    return f"/realtime/v1/streams/{run}/{target}/{stream}"
+
+
+def test_output_stream_put_hands_out_s2_credentials(server, run):
+    status, headers, body = server.api("PUT", output(run))
+    assert (status, body) == (202, {"version": "v2"})
+    assert headers["X-S2-Endpoint"] == f"{server.url}/s2/v1"      # this server
+    assert headers["X-S2-Stream-Name"] == f"/runs/{run}/progress"
+    assert headers["X-S2-Basin"] and headers["X-S2-Access-Token"]
+    assert (headers["X-S2-Flush-Interval-Ms"], headers["X-S2-Max-Retries"]) == ("200", "10")
+    run_body = server.api("GET", f"/api/v3/runs/{run}")[2]
+    assert run_body["realtimeStreams"] == ["progress"]
+    server.api("PUT", output(run))
+    assert server.api("GET", f"/api/v3/runs/{run}")[2]["realtimeStreams"] == ["progress"]
+    # secret key only; the real texts otherwise
+    for token in (server.mint(["admin"]), server.mint([f"write:runs:{run}"])):
+        assert server.api("PUT", output(run), token=token)[::2] == (401, INVALID_KEY)
+    assert server.api("PUT", output("run_nope"))[::2] == (404, "Run not found")
+    assert server.api("PUT", output(run, target="parent"))[::2] == (404, "Target not found")
+    assert server.api("PUT", output(run, target="nope"))[0] == 400
+    server.cancel(run)
+    assert server.api("PUT", output(run))[::2] == \
+        (400, "Cannot initialize a realtime stream on a completed run")
+
+
+def test_s2_append_is_read_back_through_the_output_route(server, run):
+    s2 = server.open_output(run, "progress")
+    with server.sse(run, "progress", headers={"Timeout-Seconds": "30"}, output=True) as live:
+        events = live.events()
+        assert next(events)["event"] == "ping"
+        bodies = [json.dumps({"data": {"step": i}, "id": f"abc{i:04d}"}) for i in range(3)]
+        status, ack = server.s2_append(s2, bodies)
+        assert (status, ack["start"]["seq_num"], ack["end"]["seq_num"],
+                ack["tail"]["seq_num"]) == (200, 0, 3, 3)
+        assert ack["start"]["timestamp"] > 1e12
+        batch = json.loads(next(events)["data"])
+        assert [r["body"] for r in batch["records"]] == bodies
+        assert batch["tail"]["seq_num"] == 3                  # a live batch
+    # replay, with a read token: the values are objects (data is the value)
+    token = server.mint([f"read:runs:{run}"])
+    got = [json.loads(r["body"])["data"]
+           for r in server.raw_records(run, "progress", token=token, output=True)]
+    assert got == [{"step": 0}, {"step": 1}, {"step": 2}]
+    assert server.records(run, "progress", last_event_id=1, output=True) == [(2, {"step": 2})]
+    # the input stream of the same name is another stream
+    assert server.records(run, "progress") == []
+
+
+def test_s2_append_errors(server, run):
+    s2 = server.open_output(run, "e")
+    assert server.s2_append(s2, ["x"], token="nope")[0] == 401
+    assert server.s2_append(s2, ["x"], token=s2["X-S2-Access-Token"] + "0")[0] == 401
+    status, body = server.s2_append({**s2, "X-S2-Stream-Name": "/runs/run_nope/e"}, ["x"])
+    assert (status, body["code"]) == (404, "stream_not_found")
+    assert server.s2_append(s2, [])[0] == 422
+    assert server.s2_append(s2, ["x"] * 1001)[0] == 422
+    status, body = server.s2_append(s2, ["y" * (1024 * 1024)])
+    assert (status, body["code"]) == (422, "invalid")
+    assert server.s2_append(s2, ["z" * 600_000, "z" * 600_000])[0] == 422
+    assert server.s2_append({**s2, "X-S2-Basin": "other"}, ["x"])[0] == 404
+    assert server.raw_records(run, "e", output=True) == []    # nothing stored
+    # S2 does not know runs: a finished run's stream still takes appends
+    server.cancel(run)
+    assert server.s2_append(s2, ["late"])[0] == 200
+
+
+def test_append_route_stores_the_raw_body_as_a_string(server, run):
+    path = output(run, "raw") + "/append"
+    status, _, body = server.api("POST", path, b'{"not":"parsed"}',
+                                 headers={"X-Part-Id": "part-1"})
+    assert (status, body) == (200, {"ok": True})
+    [rec] = server.raw_records(run, "raw", output=True)
+    assert json.loads(rec["body"]) == {"data": '{"not":"parsed"}', "id": "part-1"}
+    assert server.api("GET", f"/api/v3/runs/{run}")[2]["realtimeStreams"] == ["raw"]
+    assert server.api("POST", path, b"x" * (512 * 1024 + 1))[::2] == \
+        (413, {"error": "Request body too large"})
+    assert server.api("POST", output("run_nope", "raw") + "/append", b"x")[::2] == \
+        (404, "Run not found")
+
+
+# ---------------------------------------------------------------- waitpoint tokens
+
+def test_waitpoint_token_create_complete_retrieve(server):
+    status, headers, body = server.api("POST", "/api/v1/waitpoints/tokens",
+                                       {"timeout": "1h", "tags": ["approval"]})
+    assert status == 200 and body["isCached"] is False
+    wp = body["id"]
+    assert body["url"] == (f"{server.url}/api/v1/waitpoints/tokens/{wp}/callback/"
+                           + hmac.new(server.secret_key.encode(), wp.encode(),
+                                      hashlib.sha256).hexdigest())
+    claims = jwt.decode(headers["x-trigger-jwt"], server.secret_key, algorithms=["HS256"],
+                        audience="https://api.trigger.dev")
+    assert claims["scopes"] == [f"write:waitpoints:{wp}"]
+    assert claims["exp"] - claims["iat"] == 24 * 3600
+    assert json.loads(headers["x-trigger-jwt-claims"]) == {"sub": server.env_id, "pub": True}
+    got = waitpoint(server, wp)
+    assert (got["status"], got["tags"], "output" not in got) == ("WAITING", ["approval"], True)
+    # the token's own JWT completes it; another waitpoint's does not
+    other = server.api("POST", "/api/v1/waitpoints/tokens", {})[2]["id"]
+    token = headers["x-trigger-jwt"]
+    assert server.api("POST", f"/api/v1/waitpoints/tokens/{other}/complete", {"data": 1},
+                      token=token)[::2] == (403, FORBIDDEN)
+    assert server.api("POST", f"/api/v1/waitpoints/tokens/{wp}/complete",
+                      {"data": {"approved": True}}, token=token)[::2] == (200, {"success": True})
+    assert server.api("POST", f"/api/v1/waitpoints/tokens/{wp}/complete",
+                      {"data": "again"})[::2] == (200, {"success": True})
+    got = waitpoint(server, wp)
+    assert (got["status"], got["output"], got["outputIsError"]) == \
+        ("COMPLETED", '{"approved":true}', False)
+    assert server.api("POST", "/api/v1/waitpoints/tokens/waitpoint_nope/complete",
+                      {"data": 1})[::2] == (404, {"error": "Waitpoint not found"})
+    # create, list and retrieve take the secret key only
+    assert server.api("POST", "/api/v1/waitpoints/tokens", {},
+                      token=server.mint(["write:waitpoints"]))[::2] == (401, INVALID_KEY)
+    status, _, listed = server.api("GET", "/api/v1/waitpoints/tokens?filter%5Bstatus%5D=WAITING")
+    assert status == 200 and other in [t["id"] for t in listed["data"]]
+    assert wp not in [t["id"] for t in listed["data"]]
+
+
+def test_waitpoint_token_callback_and_timeout(server):
+    body = server.api("POST", "/api/v1/waitpoints/tokens", {"timeout": "1s"})[2]
+    late = body["id"]
+    body = server.api("POST", "/api/v1/waitpoints/tokens", {})[2]
+    wp, url = body["id"], body["url"]
+    path = url[len(server.url):]
+    assert server.api("POST", path[:-4] + "0000", {"hook": 1}, token=NOAUTH)[0] == 401
+    assert server.api("POST", path, {"hook": 1}, token=NOAUTH)[::2] == (200, {"success": True})
+    assert waitpoint(server, wp)["output"] == '{"hook":1}'
+    got = wait_for(lambda: (lambda b: b if b["status"] != "WAITING" else None)(
+        waitpoint(server, late)), timeout=5, interval=0.1, what="the token to time out")
+    assert (got["status"], got["outputIsError"]) == ("TIMED_OUT", True)
+    assert json.loads(got["output"])["code"] == "TRIGGER_WAITPOINT_TIMEOUT"

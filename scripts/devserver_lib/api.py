@@ -31,6 +31,8 @@ SEND_MAX_BYTES = 1024 * 1024           # the input-stream send route
 TRIGGER_MAX_BYTES = 3 * 1024 * 1024    # TASK_PAYLOAD_MAXIMUM_SIZE default
 WAIT_MAX_BYTES = 10 * 1024
 RECORD_MAX_METERED = 1024 * 1024       # S2's per-record limit
+S2_NAME_MAX = 512                      # S2 caps stream names at 512 bytes; the real
+S2_NAME_PREFIX = 81                    # server's names start with ~81 bytes of org/env
 RUN_TOKEN_TTL = 60 * 60                # x-trigger-jwt lifetime
 API_VERSION = "2025-07-16"             # x-trigger-api-version: current status names
 # The legacy (no x-trigger-api-version) names of the statuses that differ.
@@ -602,7 +604,8 @@ class Api:
     async def retrieve_run(self, request: web.Request, run_id: str) -> web.Response:
         cred = self.authenticate(request)
         run = self.store.get_run(run_id)
-        self.require(request, cred, ("read",), self.run_resources(run_id, run))
+        if run is not None:     # a GET route looks the run up before the scopes
+            self.require(request, cred, ("read",), self.run_resources(run_id, run))
         lagging = run is not None and \
             storemod.now_ms() - run.created_at < self.options.replica_lag * 1000
         if run is None or lagging:
@@ -663,6 +666,14 @@ class Api:
         its S2 stream): output streams share the namespace."""
         return "$trigger.input:" + stream
 
+    @staticmethod
+    def check_s2_name(run_id: str, name: str) -> None:
+        """A stream whose S2 name would be too long fails in S2, which the
+        real server answers with its catch-all 500."""
+        if S2_NAME_PREFIX + len(f"/runs/{run_id}/{name}".encode()) > S2_NAME_MAX:
+            raise HTTPError(500, {"error": "Internal Server Error"},
+                            note=f"S2 stream name over {S2_NAME_MAX} bytes")
+
     async def send(self, request: web.Request, run_id: str, stream: str) -> web.Response:
         cred = self.authenticate(request)
         raw = await self.read_body(request, SEND_MAX_BYTES,
@@ -695,22 +706,25 @@ class Api:
                                   f"Record metered size {metered} bytes exceeds the S2"
                                   f" per-record limit of {RECORD_MAX_METERED} bytes. Reduce"
                                   f" tool-output size or split into smaller parts."})
-        self.append(run_id, self.input_name(stream), record_body, data_text, stream)
+        self.check_s2_name(run_id, self.input_name(stream))
+        self.append(run_id, self.input_name(stream), [record_body], data_text, stream)
         return web.Response(body=OK_BODY, content_type="application/json", charset="utf-8")
 
-    def append(self, run_id: str, name: str, record_body: str, data_text: Optional[str],
-               input_stream: Optional[str] = None) -> streams.Record:
-        """Store one record (and complete the .wait() linked to an input
-        stream), then wake readers."""
+    def append(self, run_id: str, name: str, bodies: list, data_text: Optional[str] = None,
+               input_stream: Optional[str] = None) -> list:
+        """Store records in one transaction (and complete the .wait()
+        linked to an input stream with `data_text`), then wake readers."""
         s = self.hub.get(run_id, name)
         ts = max(storemod.now_ms(), s.last_ts)
+        records = [streams.Record(s.tail + i, ts, body) for i, body in enumerate(bodies)]
         with self.store.transaction() as db:
-            self.store.insert_record(db, run_id, name, s.tail, ts, record_body)
+            for rec in records:
+                self.store.insert_record(db, run_id, name, rec.seq, ts, rec.body)
             if input_stream is not None:
                 self.store.complete_linked_wait(db, run_id, input_stream, data_text)
-        rec = streams.Record(s.tail, ts, record_body)
-        self.hub.appended(s, rec)
-        return rec
+        for rec in records:
+            self.hub.appended(s, rec)
+        return records
 
     @staticmethod
     def timeout_seconds(request: web.Request) -> int:
@@ -735,10 +749,12 @@ class Api:
         streams alike), framed by the run's streams version."""
         cred = self.authenticate(request)
         run = self.store.get_run(run_id)
-        self.require(request, cred, ("read",), self.run_resources(run_id, run))
-        if run is None:
+        if run is None:         # a GET route looks the run up before the scopes
             raise HTTPError(404, {"error": "Not found"}, headers={"x-should-retry": "false"})
+        self.require(request, cred, ("read",), self.run_resources(run_id, run))
         timeout = self.timeout_seconds(request)
+        if run.streams_version == "v2":
+            self.check_s2_name(run_id, name)
         s = self.hub.get(run_id, name)
         last_id = request.headers.get("Last-Event-ID")
         headers = {"Content-Type": "text/event-stream; charset=utf-8",

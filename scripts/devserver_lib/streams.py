@@ -4,9 +4,9 @@ SSE readers.
 A v2 run's streams are read as S2 (the real server's stream store) serves
 them (its open-source server, api/src/v1/stream/sse.rs):
 
-    id: <seq of the last record sent>,<records sent>,<metered bytes sent>
     event: batch
     data: {"records":[{"seq_num":0,"timestamp":...,"body":"..."}]}
+    id: <seq of the last record sent>,<records sent>,<metered bytes sent>
 
     event: ping
     data: {"timestamp":...,"tail":{"seq_num":...,"timestamp":...}}
@@ -190,7 +190,7 @@ class Hub:
         data = self.recent_data.get(key)
         if data is None:
             tail = ',"tail":{"seq_num":%d,"timestamp":%d}' % (s.tail, s.last_ts) if live else ""
-            data = ('data: {"records":[%s]%s}\n\n'
+            data = ('data: {"records":[%s]%s}\n'
                     % (",".join(r.frag for r in records), tail)).encode()
             if len(data) <= RECENT_BATCH_BYTES:
                 self.recent_data[key] = data
@@ -265,8 +265,9 @@ class Reader(_Connection):
     def _batch_event(self, records: list, live: bool) -> bytes:
         self.count += len(records)
         self.bytes += sum(r.size for r in records)
-        return (b"id: %d,%d,%d\nevent: batch\n" % (records[-1].seq, self.count, self.bytes)
-                + self.hub.batch_data(self.stream, records, live))
+        # S2 (axum) writes the event's id after its data.
+        return (b"event: batch\n" + self.hub.batch_data(self.stream, records, live)
+                + b"id: %d,%d,%d\n\n" % (records[-1].seq, self.count, self.bytes))
 
     async def _flush_new(self, live: bool) -> bool:
         """Send what is stored past next_seq. False once an injected error
