@@ -90,32 +90,27 @@ def test_a_source_with_a_comma_is_kept_whole(server, run):
         stop_all(mounts)
 
 
-def test_the_api_url_given_twice_is_refused(server):
-    m = SourceMount(server.url, key=server.secret_key, options=[f"api_url={server.url}"])
+def assert_refused(m: Mount, words: str) -> None:
+    """The daemon exits non-zero saying `words`, and nothing is mounted."""
     try:
         assert m.run_to_exit() != 0
-        assert "the API URL is given twice" in m.stderr()
+        assert words in m.stderr()
         assert not mounted(m.mnt)
     finally:
         assert m.stop() == []
+
+
+def test_the_api_url_given_twice_is_refused(server):
+    m = SourceMount(server.url, key=server.secret_key, options=[f"api_url={server.url}"])
+    assert_refused(m, "the API URL is given twice")
 
 
 def test_a_third_argument_is_refused(server):
     m = SourceMount(server.url, key=server.secret_key)
     m.argv = lambda: SourceMount.argv(m) + ["/tmp/elsewhere"]
-    try:
-        assert m.run_to_exit() != 0
-        assert "unexpected argument /tmp/elsewhere" in m.stderr()
-        assert not mounted(m.mnt)
-    finally:
-        assert m.stop() == []
+    assert_refused(m, "unexpected argument /tmp/elsewhere")
 
 
 def test_a_relative_path_as_source_is_not_taken_for_a_url(server):
-    m = SourceMount("some/dir", key=server.secret_key)
-    try:
-        assert m.run_to_exit() != 0
-        assert not mounted(m.mnt)
-        assert "API URL is not an absolute http(s):// URL" in m.stderr()
-    finally:
-        assert m.stop() == []
+    assert_refused(SourceMount("some/dir", key=server.secret_key),
+                   "API URL is not an absolute http(s):// URL")
