@@ -563,7 +563,7 @@ def test_sse_pings_after_5_to_15_seconds_of_silence(server, run):
     """S2: a ping at once on catching up, then after every random 5-15 s of
     silence, each with the tail; Timeout-Seconds is an idle budget that a
     live batch renews."""
-    with server.sse(run, "idle", headers={"Timeout-Seconds": "40"}) as s:
+    with server.sse(run, "idle", headers={"Timeout-Seconds": "40"}, timeout=20) as s:
         t0 = time.monotonic()
         stamps = []
         for ev in s.events():

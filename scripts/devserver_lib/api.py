@@ -667,6 +667,17 @@ class Api:
         return "$trigger.input:" + stream
 
     @staticmethod
+    def check_record_size(record_body: str) -> None:
+        """The real server refuses a record S2 would refuse (over 1 MiB
+        metered) before sending it, with its own 413."""
+        metered = streams.RECORD_OVERHEAD + len(record_body.encode())
+        if metered > RECORD_MAX_METERED:
+            raise HTTPError(413, {"ok": False, "error":
+                                  f"Record metered size {metered} bytes exceeds the S2"
+                                  f" per-record limit of {RECORD_MAX_METERED} bytes. Reduce"
+                                  f" tool-output size or split into smaller parts."})
+
+    @staticmethod
     def check_s2_name(run_id: str, name: str) -> None:
         """A stream whose S2 name would be too long fails in S2, which the
         real server answers with its catch-all 500."""
@@ -700,12 +711,7 @@ class Api:
         else:       # {} is accepted: a record without data, which readers skip
             data_text = None
             record_body = '{"id":"%s"}' % record_id
-        metered = streams.RECORD_OVERHEAD + len(record_body.encode())
-        if metered > RECORD_MAX_METERED:
-            raise HTTPError(413, {"ok": False, "error":
-                                  f"Record metered size {metered} bytes exceeds the S2"
-                                  f" per-record limit of {RECORD_MAX_METERED} bytes. Reduce"
-                                  f" tool-output size or split into smaller parts."})
+        self.check_record_size(record_body)
         self.check_s2_name(run_id, self.input_name(stream))
         self.append(run_id, self.input_name(stream), [record_body], data_text, stream)
         return web.Response(body=OK_BODY, content_type="application/json", charset="utf-8")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import jsjson, store as storemod, streams
+from . import jsjson, store as storemod
 from .api import HTTPError, Route, json_response
 
 if TYPE_CHECKING:
@@ -137,12 +137,7 @@ class OutputRoutes:
         part_id = request.headers.get("X-Part-Id") or "".join(
             secrets.choice(_NANOID) for _ in range(7))
         body = jsjson.stringify({"data": raw.decode("utf-8", "replace"), "id": part_id})
-        metered = streams.RECORD_OVERHEAD + len(body.encode())
-        if metered > S2_MAX_METERED:
-            raise HTTPError(413, {"ok": False, "error":
-                                  f"Record metered size {metered} bytes exceeds the S2"
-                                  f" per-record limit of {S2_MAX_METERED} bytes. Reduce"
-                                  f" tool-output size or split into smaller parts."})
+        self.api.check_record_size(body)
         self.api.append(run.id, stream, [body])
         return json_response({"ok": True})
 
