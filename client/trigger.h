@@ -54,6 +54,11 @@ struct trigger_result {
 	const char *jwt;        /* x-trigger-jwt response header or NULL */
 };
 
+/* res for a log line: "HTTP 404: Run not found", or, when no answer came,
+ * what happened ("connection refused: ...").  Returns buf. */
+const char *trigger_result_text(const struct trigger_result *res, char *buf,
+				size_t len);
+
 /* Runs on the event thread; res and everything it points to is valid only
  * during the call. */
 typedef void (*trigger_done_fn)(void *arg, const struct trigger_result *res);

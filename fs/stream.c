@@ -421,9 +421,11 @@ static void on_record(void *arg, const struct trigger_record *rec)
 
 static void sub_failed(struct tfs_stream *s, const struct trigger_result *res)
 {
-	tfs_log(LOG_ERR, "run %s stream %s: cannot receive: %s (HTTP %ld: %s)",
-		s->run->id, s->name, trigger_strerror(res->code), res->status,
-		res->error);
+	char why[320];
+
+	tfs_log(LOG_ERR, "run %s stream %s: cannot receive: %s (%s)",
+		s->run->id, s->name, trigger_strerror(res->code),
+		trigger_result_text(res, why, sizeof(why)));
 	s->sub_error = res->code ? res->code : TRIGGER_E_PROTOCOL;
 	if (res->code == TRIGGER_E_NOT_FOUND)
 		s->run->state = RUN_MISSING;

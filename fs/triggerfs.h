@@ -126,6 +126,7 @@ struct tfs_run {
 	double checked_at;           /* monotonic seconds */
 	bool finished;
 	bool polling;                /* a status request is in flight */
+	unsigned not_found_polls;    /* polls in a row that found no run */
 	double polled_at;
 	struct list lookups;         /* struct tfs_lookup waiting for a check */
 	struct tfs_stream *streams;  /* singly linked, newest first */
