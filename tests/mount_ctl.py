@@ -3,7 +3,7 @@
     m = Mount(server.url, key=server.secret_key).start()
     m.input(run, "chat")          # MNT/runs/<run>/input/chat
     m.stats()["parked_reads"]     # MNT/.triggerfs-stats
-    m.wait_log(r"run \S+ has finished")
+    m.wait_log("has finished")
     m.stop()                      # unmount, reap, check exit status and sanitizers
 
 The daemon runs in the foreground (-f) with its stderr in a file that tests

@@ -109,93 +109,20 @@ def test_mount_timeout_gives_etimedout(mount_factory, server, run):
     server.send(run, "w", 7)
     assert sh('head -n1 "$S"', env={"S": m.input(run, "w")}).stdout == b"7\n"
 
-
-# ---------------------------------------------------------------- once
-
-def test_head_blocks_until_a_value_is_sent(mount, server, run):
-    proc = blocked_reader(mount, 'head -n1 "$S"', S=mount.input(run, "approval"))
-    try:
-        deadline = time.monotonic() + 0.5
-        lines = Lines(proc.stdout.fileno())
-        assert lines.quiet(deadline - time.monotonic())    # still blocked at 0.5 s
-        server.send(run, "approval", {"approved": True})
-        assert finish(proc) == (0, '{"approved":true}\n', "")
-    finally:
-        kill_group(proc)
-    assert mount.stats()["parked_reads"] == 0
-
-
-def test_read_builtin_from_the_stream(mount, server, run):
-    proc = blocked_reader(mount, 'read -r v < "$S"; echo "rc=$? v=$v"',
-                          S=mount.input(run, "once"))
-    try:
-        server.send(run, "once", ["a", 1])
-        assert finish(proc) == (0, 'rc=0 v=["a",1]\n', "")
-    finally:
-        kill_group(proc)
-
-
-def test_consecutive_reads_on_one_descriptor(mount, server, run):
-    server.send(run, "q", 1)
-    server.send(run, "q", {"two": 2})
-    proc = spawn_sh('exec 3< "$S"; read -r a <&3; echo "a=$a"; read -r b <&3; echo "b=$b"; '
-                    'read -r c <&3; echo "c=$c"', env={"S": mount.input(run, "q")})
-    try:
-        lines = Lines(proc.stdout.fileno())
-        assert lines.next()[0] == "a=1"
-        assert lines.next()[0] == 'b={"two":2}'
-        mount.wait_parked(1)                  # the third read waits
-        server.send(run, "q", "three")
-        assert lines.next()[0] == 'c="three"'
-        assert finish(proc)[0] == 0
-    finally:
-        kill_group(proc)
-
-
-# ---------------------------------------------------------------- wait
-
-def test_timeout_head_exits_124_promptly(mount, server, run):
-    t0 = time.monotonic()
-    r = sh('timeout 2 head -n1 "$S"', env={"S": mount.input(run, "w")})
-    elapsed = time.monotonic() - t0
-    assert (r.returncode, r.stdout) == (124, b"")
-    assert 2.0 <= elapsed < 2.0 + 0.5 * SLACK, elapsed
-    # The interrupted read was answered (EINTR) before head could die.
-    assert mount.stats()["parked_reads"] == 0
-
-
-def test_mount_timeout_gives_etimedout(mount_factory, server, run):
-    m = mount_factory(options=["timeout=1s"])
-    fd = os.open(m.input(run, "w"), os.O_RDONLY)
-    try:
-        t0 = time.monotonic()
-        assert os_error(lambda: os.read(fd, 100)) == errno.ETIMEDOUT
-        assert 1.0 <= time.monotonic() - t0 < 1.0 + 0.5 * SLACK
-    finally:
-        os.close(fd)
-    r = sh('head -n1 "$S"', env={"S": m.input(run, "w")})
-    assert r.returncode == 1
-    assert b"Connection timed out" in r.stderr, r.stderr
-    assert m.stats()["parked_reads"] == 0
-    # After a timeout the stream still delivers.
-    server.send(run, "w", 7)
-    assert sh('head -n1 "$S"', env={"S": m.input(run, "w")}).stdout == b"7\n"
-
-
-def test_waitpoints_registers_the_wait_with_the_api(mount_factory, server, run):
-    m = mount_factory(options=["waitpoints"])
+def test_a_blocked_read_registers_no_waitpoint(mount_factory, server, run):
+    # A registration from outside would take the task's own .wait() slot.
+    gone = mount_factory(options=["waitpoints"], start=False)
+    assert gone.run_to_exit() != 0
+    assert "unknown option" in gone.stderr()
+    m = mount_factory()
     proc = blocked_reader(m, 'head -n1 "$S"', S=m.input(run, "approval"))
     try:
-        wp = m.wait_log(rf"run {run} stream approval: waitpoint (\S+) registered").group(1)
-        status, _, body = server.api("GET", f"/api/v1/waitpoints/tokens/{wp}")
-        assert (status, body["status"]) == (200, "WAITING"), body
         server.send(run, "approval", {"ok": 1})
         assert finish(proc) == (0, '{"ok":1}\n', "")
     finally:
         kill_group(proc)
-    status, _, body = server.api("GET", f"/api/v1/waitpoints/tokens/{wp}")
-    assert (status, body["status"]) == (200, "COMPLETED"), body
-    assert json.loads(body["output"]) == {"ok": 1}
+    paths = [e["path"] for e in server.request_log_entries()]
+    assert not [p for p in paths if "wait" in p], paths
 
 
 # ---------------------------------------------------------------- on
