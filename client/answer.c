@@ -20,7 +20,7 @@ static const char *header_value(const char *line, size_t len,
 {
 	size_t n = strlen(name), vlen;
 
-	if (len <= n || strncasecmp(line, name, n) || line[n] != ':')
+	if (len <= n || strncasecmp(line, name, n) != 0 || line[n] != ':')
 		return NULL;
 	line += n + 1;
 	len -= n + 1;

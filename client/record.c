@@ -5,6 +5,7 @@
  * 0.1, 1.0 are not rewritten to 1.2345678901234568e+19, 0.10000000000000001
  * and 1).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -307,7 +308,7 @@ int record_parse_v1(const char *id, const char *data, size_t len,
 	cur->ord++;
 	if (cur->ord < *last_seq)
 		return 0;       /* read again from the start: counted, skipped */
-	strcpy(cur->id, id);
+	snprintf(cur->id, sizeof(cur->id), "%s", id);
 	if (cur->ord == *last_seq)
 		return 0;
 	*last_seq = cur->ord;

@@ -5,6 +5,7 @@ readers.  Fast versions for CI; scripts/soak runs the long ones."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import http.client
 import json
@@ -501,6 +502,19 @@ def answering(server, mount_factory):
         proxy.close()
 
 
+@contextlib.contextmanager
+def cat_on_a_new_run(m: Mount, server: DevServer):
+    """-> (run, `cat input/s` parked on it, its Lines); killed at the end."""
+    run, _ = server.trigger_run()
+    reader = spawn_sh('exec cat "$S"', env={"S": m.input(run, "s")})
+    try:
+        lines = Lines(reader.stdout.fileno())
+        m.wait_parked(1)
+        yield run, reader, lines
+    finally:
+        kill_group(reader)
+
+
 def run_path(run: str) -> str:
     return f"/api/v3/runs/{run}"
 
@@ -527,11 +541,7 @@ def test_a_run_just_triggered_is_found_through_a_lagging_replica(answering, serv
 
 def test_a_lagging_replica_under_a_waiting_reader_is_no_end_of_file(answering, server):
     m, proxy = answering
-    run, _ = server.trigger_run()
-    reader = spawn_sh('exec cat "$S"', env={"S": m.input(run, "s")})
-    try:
-        lines = Lines(reader.stdout.fileno())
-        m.wait_parked(1)
+    with cat_on_a_new_run(m, server) as (run, reader, lines):
         # Longer than the client retries one lookup: several status polls
         # of the waited run meet it.
         lag = proxy.answer("GET", run_path(run), seconds=14.0, **NOT_FOUND)
@@ -543,8 +553,6 @@ def test_a_lagging_replica_under_a_waiting_reader_is_no_end_of_file(answering, s
         assert [lines.next()[0] for _ in range(3)] == ["0", "1", "2"]
         server.cancel(run)
         assert reader.wait(timeout=15 * SLACK) == 0     # now the end
-    finally:
-        kill_group(reader)
 
 
 def test_a_429_waits_for_the_reset(answering, server):
@@ -574,11 +582,7 @@ def test_a_429_waits_for_the_reset(answering, server):
 
 def test_event_error_mid_stream_loses_and_repeats_nothing(answering, server):
     m, proxy = answering
-    run, _ = server.trigger_run()
-    reader = spawn_sh('exec cat "$S"', env={"S": m.input(run, "s")})
-    try:
-        lines = Lines(reader.stdout.fileno())
-        m.wait_parked(1)
+    with cat_on_a_new_run(m, server) as (run, reader, lines):
         got = []
         for round_ in range(3):
             for i in range(5 * round_, 5 * round_ + 5):
@@ -592,21 +596,14 @@ def test_event_error_mid_stream_loses_and_repeats_nothing(answering, server):
         got += [lines.next(timeout=15 * SLACK)[0] for _ in range(5)]
         assert got == [str(i) for i in range(20)]
         assert lines.quiet(0.5) and reader.poll() is None
-    finally:
-        kill_group(reader)
-    gets = [h for meth, p, h in proxy.requests_list()
-            if meth == "GET" and p == DevServer.stream_path(run, "s")]
+    gets = stream_gets(proxy, run, "s")
     assert len(gets) == 4, gets     # one reconnect per error
     assert [h.get("last-event-id") for h in gets[1:]] == ["4", "9", "14"]
 
 
 def test_25_seconds_of_silence_is_not_a_dead_connection(answering, server):
     m, proxy = answering
-    run, _ = server.trigger_run()
-    reader = spawn_sh('exec cat "$S"', env={"S": m.input(run, "s")})
-    try:
-        lines = Lines(reader.stdout.fileno())
-        m.wait_parked(1)
+    with cat_on_a_new_run(m, server) as (run, reader, lines):
         proxy.stall(new=False)      # the stream goes silent, pings too
         for i in range(3):
             server.send(run, "s", i)
@@ -614,11 +611,7 @@ def test_25_seconds_of_silence_is_not_a_dead_connection(answering, server):
         assert reader.poll() is None, "the reader saw an end of file"
         proxy.passthrough()
         assert [lines.next()[0] for _ in range(3)] == ["0", "1", "2"]
-    finally:
-        kill_group(reader)
-    gets = [h for meth, p, h in proxy.requests_list()
-            if meth == "GET" and p == DevServer.stream_path(run, "s")]
-    assert len(gets) == 1, "the silent connection was replaced"
+    assert len(stream_gets(proxy, run, "s")) == 1, "the silent connection was replaced"
 
 
 def test_a_token_polls_within_its_rate_limit_however_many_runs(server, mount_factory):
