@@ -615,6 +615,7 @@ def test_records_and_seq_numbers_survive_kill_9(make_server):
     with srv.sse(run, "chat", headers={"Timeout-Seconds": "30"}) as s:
         events = s.events()
         next(events)                                  # the replay
+        assert next(events)["event"] == "ping"        # caught up
         srv.kill9()
         try:                                          # the connection just ends
             rest = list(events)

@@ -697,3 +697,26 @@ def test_sdk_waitpoint_tokens(sdk, server, complete_with):
                               "output": {"approved": True, "by": complete_with},
                               "completedAt": True}
     assert steps["listed"] is True
+
+
+def test_sdk_on_a_v1_run(sdk, server):
+    """A run stamped v1 (the self-hosted default): what the SDK sends is
+    stored and read back Redis-style, and streams.read parses the v1 SSE of
+    its output streams (a part appended raw comes back as that text)."""
+    status, _, body = server.api("POST", "/api/v1/tasks/demo/trigger", {"payload": 1},
+                                 headers={"x-trigger-realtime-streams-version": "v1"})
+    assert status == 200
+    run = body["id"]
+    sdk.send(run, "chat", ['{"v1":true}', '"two"'])
+    with server.sse(run, "chat", headers={"Timeout-Seconds": "1"}) as s:
+        assert "X-Stream-Version" not in s.headers
+        lines = [line for line in s.body().decode().splitlines() if line.startswith("data: ")]
+    assert [json.loads(json.loads(line[6:])) for line in lines] == [{"v1": True}, "two"]
+    for part in ("hello v1", '{"a":1}'):
+        assert server.api("PUT", f"/realtime/v1/streams/{run}/self/log")[::2] == \
+            (202, {"version": "v1"})
+        assert server.api("POST", f"/realtime/v1/streams/{run}/self/log/append",
+                          part.encode())[::2] == (200, {"ok": True})
+    out = sdk.run("read_output", RUN_ID=run, STREAM_ID="log", COUNT=2)
+    assert [(o["value"], o["type"]) for o in out[:2]] == [("hello v1", "string"),
+                                                          ('{"a":1}', "string")]

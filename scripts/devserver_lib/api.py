@@ -221,7 +221,7 @@ class Api:
                   cors=True),
             Route("POST", ("api", "v1", "runs", None, "input-streams", "wait"),
                   self.create_wait),
-            Route("POST", ("api", "v1", "auth", "jwt", "claims"), self.claims),
+            Route("POST", ("api", "v1", "auth", "jwt", "claims"), self.jwt_claims),
             Route("POST", ("api", "v1", "auth", "jwt"), self.server_signed_token),
             Route("POST", ("api", "v1", "auth", "public-tokens"), self.public_token),
         ] + self.waitpoints.routes() + self.outputs.routes()
@@ -416,11 +416,16 @@ class Api:
         return ([("runs", run.id), ("tasks", run.task)] +
                 [("tags", t) for t in run.tags])
 
-    def mint(self, scopes: Optional[list], ttl: int) -> tuple:
-        """(token, the x-trigger-jwt-claims text) for a server-issued token."""
+    def claims(self, scopes: Optional[list] = None) -> dict:
+        """The claims of a server-issued token, before iss/aud/iat/exp."""
         claims: dict = {"sub": self.store.env_id, "pub": True}
         if scopes is not None:
             claims["scopes"] = scopes
+        return claims
+
+    def mint(self, scopes: list, ttl: int) -> tuple:
+        """(token, the x-trigger-jwt-claims text) for a server-issued token."""
+        claims = self.claims(scopes)
         return auth.mint(self.key, claims, ttl), jsjson.stringify(claims)
 
     # ---- run JSON
@@ -494,7 +499,7 @@ class Api:
 
     # ---- auth routes
 
-    async def claims(self, request: web.Request) -> web.Response:
+    async def jwt_claims(self, request: web.Request) -> web.Response:
         try:
             self.authenticate(request, allow_jwt=False)
         except AuthError as e:

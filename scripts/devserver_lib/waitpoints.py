@@ -86,7 +86,7 @@ class WaitpointRoutes:
         token, _ = self.api.mint([f"write:waitpoints:{wp.id}"], TOKEN_JWT_TTL)
         return json_response({"id": wp.id, "isCached": cached, "url": self.url(request, wp.id)},
                              200, {"x-trigger-jwt": token,
-                                   "x-trigger-jwt-claims": self.api.mint(None, 0)[1]})
+                                   "x-trigger-jwt-claims": jsjson.stringify(self.api.claims())})
 
     async def list(self, request: web.Request) -> web.Response:
         self.api.authenticate(request, allow_jwt=False)
