@@ -213,8 +213,7 @@ static int write_allowed(const struct tfs_run *run)
 	int64_t exp = trigger_cred_exp(tfs.cred);
 
 	if (exp && exp <= (int64_t)time(NULL)) {
-		tfs_log(LOG_ERR, "run %s: the access token expired at %lld (Unix time); get a new one",
-			run->id, (long long)exp);
+		tfs_log_expiry(run->id);
 		return tfs_errno(TRIGGER_E_EXPIRED);
 	}
 	if (!trigger_cred_allows(tfs.cred, "write", "inputStreams", run->id)) {

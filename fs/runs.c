@@ -66,6 +66,8 @@ static void reply_entry(fuse_req_t req, fuse_ino_t ino)
  * read it cannot ask, so it is taken at its word. */
 static int check_result(struct tfs_run *run, const struct trigger_result *res)
 {
+	char said[320];
+
 	switch (res->code) {
 	case TRIGGER_OK:
 		run->state = RUN_EXISTS;
@@ -75,8 +77,8 @@ static int check_result(struct tfs_run *run, const struct trigger_result *res)
 		return 0;
 	case TRIGGER_E_NOT_FOUND:
 		run->state = RUN_MISSING;
-		tfs_log(LOG_ERR, "run %s: not found (HTTP %ld: %s)", run->id,
-			res->status, res->error);
+		tfs_log(LOG_ERR, "run %s: not found (%s)", run->id,
+			tfs_said(res, said, sizeof(said)));
 		return tfs_errno(res->code);
 	case TRIGGER_E_FORBIDDEN:
 	case TRIGGER_E_UNAUTHORIZED:
@@ -87,9 +89,9 @@ static int check_result(struct tfs_run *run, const struct trigger_result *res)
 		/* fall through */
 	default:
 		run->state = RUN_UNKNOWN;
-		tfs_log(LOG_ERR, "run %s: cannot look it up: %s (HTTP %ld: %s)",
-			run->id, trigger_strerror(res->code), res->status,
-			res->error);
+		tfs_log(LOG_ERR, "run %s: cannot look it up: %s (%s)",
+			run->id, trigger_strerror(res->code),
+			tfs_said(res, said, sizeof(said)));
 		return tfs_errno(res->code);
 	}
 }
@@ -261,9 +263,11 @@ static void list_page_done(void *arg, const struct trigger_result *res)
 	size_t i;
 	json_t *run;
 
+	char said[320];
+
 	if (res->code != TRIGGER_OK)
-		tfs_log(LOG_WARNING, "listing runs: %s (HTTP %ld: %s); showing the runs used here",
-			trigger_strerror(res->code), res->status, res->error);
+		tfs_log(LOG_WARNING, "listing runs: %s (%s); showing the runs used here",
+			trigger_strerror(res->code), tfs_said(res, said, sizeof(said)));
 	json_array_foreach(data, i, run) {
 		const char *id = json_string_value(json_object_get(run, "id"));
 

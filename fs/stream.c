@@ -97,7 +97,7 @@ struct tfs_handle *stream_new_handle(enum node_kind kind, struct tfs_stream *s)
 	struct tfs_handle *h = xcalloc(1, sizeof(*h));
 	h->kind = kind;
 	h->stream = s;
-	jsonline_init(&h->jl);
+	jsonline_init(&h->ws.jl);
 	list_init(&h->pnode);
 	list_add_tail(&tfs.handles, &h->hnode);
 	tfs.open_handles++;
@@ -107,7 +107,7 @@ struct tfs_handle *stream_new_handle(enum node_kind kind, struct tfs_stream *s)
 static void handle_free(struct tfs_handle *h)
 {
 	list_del(&h->hnode);
-	free(h->line);
+	free(h->ws.kept);
 	free(h->text);
 	free(h);
 	tfs.open_handles--;
@@ -425,9 +425,11 @@ static void on_record(void *arg, const struct trigger_record *rec)
 
 static void sub_failed(struct tfs_stream *s, const struct trigger_result *res)
 {
-	tfs_log(LOG_ERR, "run %s stream %s: cannot receive: %s (HTTP %ld: %s)",
-		s->run->id, s->name, trigger_strerror(res->code), res->status,
-		res->error);
+	char said[320];
+
+	tfs_log(LOG_ERR, "run %s stream %s: cannot receive: %s (%s)",
+		s->run->id, s->name, trigger_strerror(res->code),
+		tfs_said(res, said, sizeof(said)));
 	s->sub_error = res->code ? res->code : TRIGGER_E_PROTOCOL;
 	if (res->code == TRIGGER_E_NOT_FOUND)
 		s->run->state = RUN_MISSING;

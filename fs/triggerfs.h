@@ -189,6 +189,19 @@ struct tfs_stream {
 	bool sending;
 };
 
+/* What an open file has written so far: a stream of JSON texts, checked
+ * as it comes (writer.c). */
+struct tfs_wstate {
+	char *kept;                  /* the value not yet complete */
+	size_t kept_len, kept_cap;
+	struct jsonline jl;          /* where that value stands */
+	size_t lines;                /* newlines since the open */
+	size_t value_line;           /* line where the kept value began */
+	unsigned char bom;           /* bytes of a leading BOM seen; 3: past */
+	int failed;                  /* a value was refused: nothing more */
+	int deferred_err;            /* errno to report on the next write */
+};
+
 /* An open file. */
 struct tfs_handle {
 	struct list hnode;           /* in tfs.handles */
@@ -199,12 +212,7 @@ struct tfs_handle {
 	struct fuse_pollhandle *ph;
 	struct list pnode;           /* in stream->pollers while ph is set */
 
-	/* write side: the line not yet ended by '\n' */
-	char *line;
-	size_t line_len, line_cap;
-	struct jsonline jl;
-	bool discarding;             /* skipping the rest of an oversize line */
-	int deferred_err;            /* errno to report on the next write */
+	struct tfs_wstate ws;        /* write side (writer.c) */
 
 	char *text;                  /* STATS: the snapshot */
 	size_t text_len;
@@ -255,6 +263,9 @@ void tfs_log_init(bool foreground, bool debug);
 void tfs_log(int priority, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void tfs_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+const char *tfs_said(const struct trigger_result *res, char *buf, size_t len);
+const char *tfs_date(int64_t t, char *buf, size_t len);
+void tfs_log_expiry(const char *run_id);
 
 /* errmap.c: the one table from API outcomes to errno */
 int tfs_errno(trigger_code code);
