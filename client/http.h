@@ -110,6 +110,9 @@ struct tc_xfer_ops {
 struct tc_xfer {
 	const struct tc_xfer_ops *ops;
 	CURL *easy;             /* NULL when idle */
+	trigger_client *client; /* set when started */
+	struct tc_link live;    /* in client->xfers while running */
+	long lport;             /* its connection's local port, once known */
 	struct curl_slist *hdrs;
 	long status;
 	char *jwt;              /* x-trigger-jwt of the answer, or NULL */
@@ -128,6 +131,7 @@ struct tc_xfer_spec {
 	size_t body_len;
 	struct curl_slist *hdrs;        /* handed over, freed by the xfer */
 	long timeout_ms;        /* whole transfer; 0: none */
+	int head;               /* HEAD: the headers only */
 };
 
 /* Common request headers: Authorization (auth_line is "Authorization:
@@ -206,6 +210,7 @@ struct trigger_client {
 	char *url;
 	trigger_cred *cred;
 	char *user_agent;
+	char *ca_file;          /* NULL: the system's CA bundle */
 	long send_timeout_ms, request_timeout_ms;
 	int sse_timeout_s;
 	int tls;
@@ -231,7 +236,29 @@ struct trigger_client {
 	struct tc_auth auth;
 	struct tc_map streams;  /* api.c: the (run, stream)s sent to */
 	size_t streams_sweep_at;
+	struct tc_link xfers;   /* transfers running */
+	long kick[16];          /* local ports of connections to service */
+	size_t nkick;
+	int running;            /* transfers curl has going */
+	int bounded;            /* HTTP/2 seen: connections capped */
+	struct tc_warm *warm;   /* conn.c; NULL unless keep_warm */
+	struct tc_link checks;  /* conn.c: trigger_client_check()s running */
 };
+
+/* ---- the connection (conn.c) ---------------------------------------- */
+
+/* Starts keeping the connection warm (opts.keep_warm): 0, or -1. */
+int tc_warm_start(trigger_client *c);
+/* The event thread's view after each round: how many transfers run. */
+void tc_warm_update(trigger_client *c);
+/* Sends the keep-warm request now, unless it is running. */
+void tc_warm_now(trigger_client *c);
+void tc_conn_shutdown(trigger_client *c);
+void tc_conn_destroy(trigger_client *c);
+
+/* After a response's headers: once the server is seen to speak HTTP/2,
+ * cap the connections (every transfer can share one). */
+void tc_conn_learn(trigger_client *c, CURL *e);
 
 /* Shutdown hooks on the event thread, and cleanup after the join. */
 void tc_api_shutdown(trigger_client *c);

@@ -218,6 +218,7 @@ struct tfs_options {
 	char *secret_key_file;
 	char *timeout;
 	char *send_timeout;
+	char *cafile;
 	int waitpoints;
 	int insecure_http;
 	int show_help;
