@@ -940,7 +940,7 @@ static int sse_timeout_s(void)
 static int client_fields(trigger_client *c, const struct trigger_client_opts *o,
 			 char *err, size_t errlen)
 {
-	const char *url = o->api_url;
+	const char *url = o->api_url, *ca;
 	char ua[64];
 
 	if (!url || !*url)
@@ -953,7 +953,8 @@ static int client_fields(trigger_client *c, const struct trigger_client_opts *o,
 	c->tls = !strncmp(c->url, "https:", 6);
 	snprintf(ua, sizeof(ua), "libtriggerclient/%s", TRIGGERFS_VERSION);
 	c->user_agent = strdup(o->user_agent ? o->user_agent : ua);
-	c->ca_file = o->ca_file ? strdup(o->ca_file) : NULL;
+	ca = o->ca_file ? o->ca_file : getenv("TRIGGER_CA_FILE");
+	c->ca_file = ca && *ca ? strdup(ca) : NULL;
 	c->cred = trigger_cred_dup(o->cred);
 	if (c->cred && asprintf(&c->auth.key_line, "Authorization: Bearer %s",
 				trigger_cred_text(c->cred)) < 0)
@@ -962,7 +963,7 @@ static int client_fields(trigger_client *c, const struct trigger_client_opts *o,
 	c->request_timeout_ms = o->request_timeout_ms > 0 ?
 				o->request_timeout_ms : 30000;
 	c->sse_timeout_s = sse_timeout_s();
-	if (!c->user_agent || !c->auth.key_line || (o->ca_file && !c->ca_file)) {
+	if (!c->user_agent || !c->auth.key_line || (ca && *ca && !c->ca_file)) {
 		set_err(err, errlen, "out of memory");
 		return -1;
 	}

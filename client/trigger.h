@@ -109,8 +109,8 @@ struct trigger_client_opts {
 	long request_timeout_ms;   /* retry deadline for other calls; 0: 30 s */
 	const char *user_agent;    /* NULL: "libtriggerclient/<version>" */
 	/* PEM file of the certificate authorities to trust instead of the
-	 * system's (a self-hosted instance behind a private CA).  NULL: the
-	 * system bundle. */
+	 * system's (a self-hosted instance behind a private CA).  NULL:
+	 * $TRIGGER_CA_FILE, else the system bundle. */
 	const char *ca_file;
 	/* Connect at once and keep the connection alive while no request is
 	 * running (a HEAD of the base URL every 45 s, for up to 10 minutes of

@@ -112,8 +112,9 @@ class Link:
     a delay relay in front of nginx (delay_ms each way; 0: none)."""
 
     def __init__(self, directory: Path, upstream_port: int, delay_ms: float = 10.0,
-                 nginx_extra: str = ""):
+                 nginx_extra: str = "", ca: Optional[tuple] = None):
         self.dir = Path(directory)
+        self.ca = ca            # (certificate, key) of another link's CA
         self.upstream_port = upstream_port
         self.delay_ms = delay_ms
         self.nginx_extra = nginx_extra
@@ -123,7 +124,7 @@ class Link:
 
     def start(self, timeout: float = 20.0) -> "Link":
         (self.dir / "nginx-tmp").mkdir(parents=True, exist_ok=True)
-        ca = make_ca(self.dir, "test-ca")
+        ca = self.ca = self.ca or make_ca(self.dir, "test-ca")
         self.ca_file = ca[0]
         self.wrong_ca_file = make_ca(self.dir, "other-ca")[0]
         cert, key = make_server_cert(self.dir, ca)
