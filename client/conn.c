@@ -135,11 +135,15 @@ int trigger_client_check(trigger_client *c, trigger_done_fn done, void *arg)
 
 /* ---- keeping warm ------------------------------------------------------ */
 
+#define KICK_WAIT_MS 50           /* for another transfer to send a reset */
+
 struct tc_warm {
 	struct head head;
 	struct tc_timer timer;
 	trigger_client *c;
 	int64_t idle_since;     /* 0: something runs */
+	int kick;               /* the timer is for a reset, see tc_warm_soon */
+	unsigned long started;  /* c->started when that was asked */
 };
 
 static void warm_done(struct tc_xfer *x, CURLcode rc)
@@ -153,17 +157,31 @@ static const struct tc_xfer_ops warm_ops = {
 	.done = warm_done,
 };
 
+/* The first time, a secret key's claims are what to ask: the first send
+ * needs them anyway. */
 static void warm_on_timer(struct tc_timer *t)
 {
 	struct tc_warm *w = tc_container_of(t, struct tc_warm, timer);
+	trigger_client *c = w->c;
 
-	if (!w->c->down && !w->head.xfer.easy)
-		head_start(w->c, &w->head, &warm_ops);
+	if (w->kick && w->started != c->started) {
+		w->kick = 0;
+		return;
+	}
+	w->kick = 0;
+	if (!c->down && !w->head.xfer.easy && !tc_auth_prefetch(c))
+		head_start(c, &w->head, &warm_ops);
 }
 
-void tc_warm_now(trigger_client *c)
+void tc_warm_soon(trigger_client *c)
 {
-	tc_timer_arm(c, &c->warm->timer, tc_now_ms());
+	struct tc_warm *w = c->warm;
+
+	if (w->timer.slot && w->timer.at <= tc_now_ms() + KICK_WAIT_MS)
+		return;
+	w->kick = 1;
+	w->started = c->started;
+	tc_timer_arm(c, &w->timer, tc_now_ms() + KICK_WAIT_MS);
 }
 
 int tc_warm_start(trigger_client *c)

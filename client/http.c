@@ -559,6 +559,7 @@ int tc_xfer_start(trigger_client *c, struct tc_xfer *x,
 	x->client = c;
 	x->hdrs = s->hdrs;
 	x->lport = 0;
+	c->started++;
 	easy_setup(c, x, e, s);
 	tc_link_add_tail(&c->xfers, &x->live);
 	if (curl_multi_add_handle(c->multi, e) != CURLM_OK) {
@@ -831,7 +832,7 @@ static void run_kicks(trigger_client *c)
 			}
 		}
 		if (l == &c->xfers && c->warm)
-			tc_warm_now(c);
+			tc_warm_soon(c);
 	}
 }
 
@@ -1058,7 +1059,8 @@ trigger_client *trigger_client_new(const struct trigger_client_opts *o,
 	seed(c);
 	if (client_fields(c, o, err, errlen))
 		goto fail;
-	if (client_loop_init(c) || (o->keep_warm && tc_warm_start(c)) ||
+	/* Over plain HTTP a new connection costs one round trip, not three. */
+	if (client_loop_init(c) || (o->keep_warm && c->tls && tc_warm_start(c)) ||
 	    start_thread(c)) {
 		set_err(err, errlen, "cannot start the event thread");
 		goto fail;

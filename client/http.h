@@ -186,6 +186,9 @@ int tc_auth_line(trigger_client *c, char *const *scopes, size_t n,
 		 const char **line, struct tc_waiter *w,
 		 struct trigger_result *res);
 void tc_auth_cancel(trigger_client *c, struct tc_waiter *w);
+/* With a secret key, asks for the claims now unless they are known: 1 when
+ * asked (or on the way), 0 when there is nothing to ask. */
+int tc_auth_prefetch(trigger_client *c);
 
 /* <base>/realtime/v1/streams/<run>/input/<stream>, escaped; or NULL. */
 char *tc_stream_url(trigger_client *c, const char *run, const char *stream);
@@ -239,6 +242,7 @@ struct trigger_client {
 	struct tc_link xfers;   /* transfers running */
 	long kick[16];          /* local ports of connections to service */
 	size_t nkick;
+	unsigned long started;  /* transfers started, ever */
 	int running;            /* transfers curl has going */
 	int bounded;            /* HTTP/2 seen: connections capped */
 	struct tc_warm *warm;   /* conn.c; NULL unless keep_warm */
@@ -251,14 +255,21 @@ struct trigger_client {
 int tc_warm_start(trigger_client *c);
 /* The event thread's view after each round: how many transfers run. */
 void tc_warm_update(trigger_client *c);
-/* Sends the keep-warm request now, unless it is running. */
-void tc_warm_now(trigger_client *c);
+/* A connection has a stream reset queued and no transfer to send it: the
+ * keep-warm request goes shortly, unless another transfer starts first
+ * (which sends it). */
+void tc_warm_soon(trigger_client *c);
 void tc_conn_shutdown(trigger_client *c);
 void tc_conn_destroy(trigger_client *c);
 
 /* After a response's headers: once the server is seen to speak HTTP/2,
  * cap the connections (every transfer can share one). */
 void tc_conn_learn(trigger_client *c, CURL *e);
+
+/* Where an open, caught-up subscription of this client to the stream at
+ * url stands: the next seq it will be sent (it has had every record
+ * before), or -1 when there is none. */
+long long tc_sub_next(trigger_client *c, const char *url);
 
 /* Shutdown hooks on the event thread, and cleanup after the join. */
 void tc_api_shutdown(trigger_client *c);

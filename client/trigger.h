@@ -115,7 +115,7 @@ struct trigger_client_opts {
 	/* Connect at once and keep the connection alive while no request is
 	 * running (a HEAD of the base URL every 45 s, for up to 10 minutes of
 	 * idleness): for long-lived clients whose next request should not pay
-	 * a new TCP and TLS handshake.  Servers close idle connections after
+	 * a new TCP and TLS handshake.  https only.  Servers close idle connections after
 	 * a minute or so. */
 	int keep_warm;
 };

@@ -141,3 +141,28 @@ def test_many_readers_share_few_connections(server, link, mount_factory):
     finally:
         for c in cats:
             kill_group(c)
+
+
+def requests_since(server, mark: int) -> list:
+    return [(e["method"], e["path"]) for e in server.request_log_entries()[mark:]]
+
+
+def test_a_followed_stream_is_sent_to_without_reading_its_tail(server, run, mount_factory):
+    """The daemon follows a stream while someone reads it: its first send
+    there needs no tail read (the subscription says where the stream
+    stands); a stream nobody follows still gets one before its first send
+    (what makes a send whose answer was lost safe to check)."""
+    m = mount_factory()
+    stream = f"/realtime/v1/streams/{run}/input"
+    reader = spawn_sh('exec head -n1 "$S"', env={"S": m.input(run, "f")})
+    try:
+        m.wait_parked(1)
+        mark = len(server.request_log_entries())
+        assert sh('echo 7 > "$F"', env={"F": m.input(run, "f")}).returncode == 0
+        assert reader.communicate(timeout=10 * SLACK)[0] == b"7\n"
+    finally:
+        kill_group(reader)
+    assert requests_since(server, mark) == [("POST", f"{stream}/f")]
+    mark = len(server.request_log_entries())
+    assert sh('echo 8 > "$F"', env={"F": m.input(run, "g")}).returncode == 0
+    assert requests_since(server, mark) == [("GET", f"{stream}/g"), ("POST", f"{stream}/g")]

@@ -73,7 +73,7 @@ pid {d}/nginx.pid;
 error_log {d}/nginx-error.log warn;
 events {{ worker_connections 16384; }}
 http {{
-    log_format conn '$connection $connection_requests $request_method $uri $status';
+    log_format conn '$connection $connection_requests $request_method $uri $status $msec $request_time';
     access_log {d}/nginx-access.log conn;
     client_body_temp_path {d}/nginx-tmp/body;
     proxy_temp_path {d}/nginx-tmp/proxy;
