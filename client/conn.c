@@ -144,6 +144,7 @@ struct tc_warm {
 	int64_t idle_since;     /* 0: something runs */
 	int kick;               /* the timer is for a reset, see tc_warm_soon */
 	unsigned long started;  /* c->started when that was asked */
+	int64_t every_ms;
 };
 
 static void warm_done(struct tc_xfer *x, CURLcode rc)
@@ -173,6 +174,16 @@ static void warm_on_timer(struct tc_timer *t)
 		head_start(c, &w->head, &warm_ops);
 }
 
+/* $TRIGGER_KEEP_WARM_SECONDS (1..600) replaces WARM_EVERY_MS: for tests
+ * against a server that closes idle connections sooner. */
+static int64_t warm_every_ms(void)
+{
+	const char *s = getenv("TRIGGER_KEEP_WARM_SECONDS");
+	long v = s ? strtol(s, NULL, 10) : 0;
+
+	return v >= 1 && v <= 600 ? v * 1000 : WARM_EVERY_MS;
+}
+
 void tc_warm_soon(trigger_client *c)
 {
 	struct tc_warm *w = c->warm;
@@ -194,6 +205,7 @@ int tc_warm_start(trigger_client *c)
 	}
 	w->c = c;
 	w->head.timeout_ms = TC_CONNECT_TIMEOUT_MS;
+	w->every_ms = warm_every_ms();
 	w->timer.fn = warm_on_timer;
 	c->warm = w;
 	tc_timer_arm(c, &w->timer, tc_now_ms());        /* connect now */
@@ -217,7 +229,7 @@ void tc_warm_update(trigger_client *c)
 		w->idle_since = now;
 	if (!w->timer.slot && !w->head.xfer.easy &&
 	    now - w->idle_since < WARM_FOR_MS)
-		tc_timer_arm(c, &w->timer, now + WARM_EVERY_MS);
+		tc_timer_arm(c, &w->timer, now + w->every_ms);
 }
 
 void tc_conn_shutdown(trigger_client *c)
