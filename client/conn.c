@@ -55,7 +55,7 @@ static int head_start(trigger_client *c, struct head *h,
 		.url = c->url,
 		.head = 1,
 		.timeout_ms = h->timeout_ms,
-		.hdrs = tc_headers(NULL, "*/*", 0),
+		.hdrs = tc_headers(c, NULL, "*/*", 0),
 	};
 
 	h->xfer.ops = ops;
