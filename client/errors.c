@@ -1,4 +1,6 @@
 /* Text and retry policy for trigger_code. */
+#include <stdio.h>
+
 #include "trigger.h"
 
 static const char *const messages[TRIGGER_E_LAST] = {
@@ -17,6 +19,7 @@ static const char *const messages[TRIGGER_E_LAST] = {
 	[TRIGGER_E_PROTOCOL] = "unexpected answer from the server",
 	[TRIGGER_E_NOMEM] = "out of memory",
 	[TRIGGER_E_CANCELLED] = "cancelled: the client shut down",
+	[TRIGGER_E_TLS] = "server certificate not trusted",
 };
 
 const char *trigger_strerror(trigger_code code)
@@ -39,4 +42,18 @@ int trigger_code_retryable(trigger_code code)
 	default:
 		return 0;
 	}
+}
+
+/* An answer names its status; a request that got none says what happened
+ * instead (never "HTTP 0"). */
+const char *trigger_result_text(const struct trigger_result *res, char *buf,
+				size_t len)
+{
+	const char *what = res->error[0] ? res->error : trigger_strerror(res->code);
+
+	if (res->status)
+		snprintf(buf, len, "HTTP %ld: %s", res->status, what);
+	else
+		snprintf(buf, len, "%s", what);
+	return buf;
 }

@@ -36,6 +36,7 @@ typedef enum {
 	TRIGGER_E_PROTOCOL,       /* the answer could not be understood */
 	TRIGGER_E_NOMEM,
 	TRIGGER_E_CANCELLED,      /* the client shut down first */
+	TRIGGER_E_TLS,            /* the server's certificate did not verify */
 	TRIGGER_E_LAST
 } trigger_code;
 
@@ -54,6 +55,11 @@ struct trigger_result {
 	const char *jwt;        /* x-trigger-jwt response header or NULL */
 };
 
+/* res for a log line: "HTTP 404: Run not found", or, when no answer came,
+ * what happened ("connection refused: ...").  Returns buf. */
+const char *trigger_result_text(const struct trigger_result *res, char *buf,
+				size_t len);
+
 /* Runs on the event thread; res and everything it points to is valid only
  * during the call. */
 typedef void (*trigger_done_fn)(void *arg, const struct trigger_result *res);
@@ -71,6 +77,11 @@ trigger_cred *trigger_cred_secret_key(const char *key, char *err, size_t errlen)
 trigger_cred *trigger_cred_token(const char *jwt, char *err, size_t errlen);
 
 void trigger_cred_free(trigger_cred *cred);
+
+/* Whether a secret key is an additional API key (tr_<env>_sk_<24
+ * alphanumerics>): it cannot sign tokens; the client asks the API for
+ * them (POST /api/v1/auth/public-tokens) instead. */
+int trigger_key_is_additional(const char *key);
 
 int trigger_cred_is_secret(const trigger_cred *cred);
 /* For tokens: exp (0 when absent), sub (NULL when absent), the scopes. */
@@ -107,6 +118,18 @@ struct trigger_client_opts {
 	long send_timeout_ms;      /* retry deadline for sends; 0: 30 s */
 	long request_timeout_ms;   /* retry deadline for other calls; 0: 30 s */
 	const char *user_agent;    /* NULL: "libtriggerclient/<version>" */
+	const char *stream_url;    /* streams; NULL: $TRIGGER_STREAM_URL, else api_url */
+	const char *branch;        /* NULL: $TRIGGER_PREVIEW_BRANCH (x-trigger-branch) */
+	/* PEM file of the certificate authorities to trust instead of the
+	 * system's (a self-hosted instance behind a private CA).  NULL:
+	 * $TRIGGER_CA_FILE, else the system bundle. */
+	const char *ca_file;
+	/* Connect at once and keep the connection alive while no request is
+	 * running (a HEAD of the base URL every 45 s, for up to 10 minutes of
+	 * idleness): for long-lived clients whose next request should not pay
+	 * a new TCP and TLS handshake.  https only.  Servers close idle connections after
+	 * a minute or so. */
+	int keep_warm;
 };
 
 /* Validates the URL (scheme, host; TLS always verified) and starts the
@@ -120,6 +143,12 @@ trigger_client *trigger_client_new(const struct trigger_client_opts *opts,
 void trigger_client_free(trigger_client *client);
 
 const char *trigger_client_url(const trigger_client *client);
+
+/* Connect to the API and ask for the base URL (HEAD): OK on any HTTP
+ * answer; TRIGGER_E_TLS when the server's certificate does not verify
+ * (res->error says why), NETWORK or TIMEOUT when it cannot be reached.  No
+ * retries; request_timeout_ms bounds it.  For a clear error at startup. */
+int trigger_client_check(trigger_client *c, trigger_done_fn done, void *arg);
 
 /* ---- requests (all asynchronous) ---------------------------------------
  * Each returns 0 when queued, or a trigger_code when refused at once (bad
@@ -148,16 +177,6 @@ int trigger_run_get(trigger_client *c, const char *run_id,
 int trigger_runs_list(trigger_client *c, const char *status_filter,
 		      int page_size, const char *after,
 		      trigger_done_fn done, void *arg);
-
-/* POST /api/v1/runs/<id>/input-streams/wait.  timeout may be NULL ("5m",
- * "30s", ...); last_seq < 0 means absent.  res->body has waitpointId. */
-int trigger_wait_create(trigger_client *c, const char *run_id,
-			const char *stream_id, const char *timeout,
-			long long last_seq, trigger_done_fn done, void *arg);
-
-/* GET /api/v1/waitpoints/tokens/<id>. */
-int trigger_waitpoint_get(trigger_client *c, const char *waitpoint_id,
-			  trigger_done_fn done, void *arg);
 
 /* POST /api/v1/tasks/<task>/trigger with {"payload":<payload_json>}.
  * res->body has "id", res->jwt the run's public token. */

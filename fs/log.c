@@ -53,19 +53,6 @@ void tfs_debug(const char *fmt, ...)
 	va_end(ap);
 }
 
-/* What the API said, in words: "HTTP 404: run not found", or only the
- * error when no answer came (never "HTTP 0"). */
-const char *tfs_said(const struct trigger_result *res, char *buf, size_t len)
-{
-	if (res->status > 0)
-		snprintf(buf, len, "HTTP %ld%s%s", res->status,
-			 res->error[0] ? ": " : "", res->error);
-	else
-		snprintf(buf, len, "%s", res->error[0] ? res->error
-				   : "no answer from the API");
-	return buf;
-}
-
 /* A Unix time as a date, in UTC. */
 const char *tfs_date(int64_t t, char *buf, size_t len)
 {

@@ -40,20 +40,47 @@ static const struct fuse_opt option_spec[] = {
 	TFS_OPT("secret_key_file=%s", secret_key_file),
 	TFS_OPT("timeout=%s", timeout),
 	TFS_OPT("send_timeout=%s", send_timeout),
-	TFS_OPT("waitpoints", waitpoints),
+	TFS_OPT("cafile=%s", cafile),
 	TFS_OPT("insecure_http", insecure_http),
 	FUSE_OPT_KEY("token=", KEY_SECRET_IN_ARGV),
 	FUSE_OPT_KEY("access_token=", KEY_SECRET_IN_ARGV),
 	FUSE_OPT_KEY("secret_key=", KEY_SECRET_IN_ARGV),
+	/* Words of fstab and mount(8) that mean nothing to a FUSE daemon:
+	 * mount.fuse3 drops most, a unit or a direct call may pass them. */
+	FUSE_OPT_KEY("_netdev", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("nofail", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("noauto", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("user", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("nouser", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("users", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("owner", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("group", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("comment=", FUSE_OPT_KEY_DISCARD),
 	FUSE_OPT_END
 };
 
 static int option_proc(void *data, const char *arg, int key,
 		       struct fuse_args *outargs)
 {
-	(void)data;
-	(void)arg;
+	struct tfs_options *o = data;
+
 	(void)outargs;
+	if (key == FUSE_OPT_KEY_NONOPT) {
+		/* Kept until all are seen: with one it is the mount point,
+		 * with two the first is the API URL (see take_positionals). */
+		if (o->npositional == 2) {
+			fprintf(stderr, "triggerfs: unexpected argument %s (usage: triggerfs [API_URL] MOUNTPOINT [-o OPTIONS])\n", arg);
+			return -1;
+		}
+		o->positional[o->npositional++] = xstrdup(arg);
+		return 0;
+	}
+	/* x-systemd.automount, x-mount.mkdir, ...: for other programs; and
+	 * the empty "-o ${OPTIONS}" of a unit whose OPTIONS is empty. */
+	if (key == FUSE_OPT_KEY_OPT && (!strncmp(arg, "x-", 2) || !*arg))
+		return 0;
 	if (key == KEY_SECRET_IN_ARGV) {
 		fprintf(stderr, "triggerfs: refusing a credential on the command line (anyone can read it there); use -o token_file=/-o secret_key_file= or TRIGGER_ACCESS_TOKEN/TRIGGER_SECRET_KEY\n");
 		return -1;
@@ -63,8 +90,10 @@ static int option_proc(void *data, const char *arg, int key,
 
 static void usage(const char *prog)
 {
-	printf("usage: %s [options] MOUNTPOINT\n\n"
-	       "Trigger.dev input streams as files: runs/<runId>/input/<streamId>.\n\n"
+	printf("usage: %s [options] [API_URL] MOUNTPOINT\n\n"
+	       "Trigger.dev input streams as files: runs/<runId>/input/<streamId>.\n"
+	       "As mount(8) and fstab do: mount -t fuse.triggerfs API_URL MOUNTPOINT\n"
+	       "-o secret_key_file=PATH (API_URL \"triggerfs\" means the default).\n\n"
 	       "triggerfs options:\n"
 	       "    -o api_url=URL          API base URL (default $TRIGGER_API_URL,\n"
 	       "                            else https://api.trigger.dev)\n"
@@ -73,7 +102,8 @@ static void usage(const char *prog)
 	       "    -o timeout=DURATION     reads at the end of a stream fail with\n"
 	       "                            ETIMEDOUT after this (30s, 5m, 1h; default none)\n"
 	       "    -o send_timeout=DURATION  retry deadline of a send (default 30s)\n"
-	       "    -o waitpoints           register blocked reads as input-stream waitpoints\n"
+	       "    -o cafile=PATH          trust the certificate authorities in PATH (PEM)\n"
+	       "                            instead of the system's (a private CA)\n"
 	       "    -o insecure_http        allow http:// to hosts other than loopback\n\n"
 	       "Credentials come from the files above, else from TRIGGER_ACCESS_TOKEN,\n"
 	       "else TRIGGER_SECRET_KEY; never from the command line.\n\n", prog);
@@ -281,7 +311,8 @@ static int check_mountpoint(const char *mp)
 	return 0;
 }
 
-static trigger_client *client_new(const struct tfs_options *o, double send_to)
+static trigger_client *client_new(const struct tfs_options *o, double send_to,
+				  int keep_warm)
 {
 	char err[256] = "";
 	struct trigger_client_opts co = {
@@ -290,6 +321,8 @@ static trigger_client *client_new(const struct tfs_options *o, double send_to)
 		.insecure_http = o->insecure_http,
 		.send_timeout_ms = (long)(send_to * 1000),
 		.user_agent = "triggerfs/" TRIGGERFS_VERSION,
+		.ca_file = o->cafile,
+		.keep_warm = keep_warm,
 	};
 	trigger_client *c = trigger_client_new(&co, err, sizeof(err));
 
@@ -297,6 +330,43 @@ static trigger_client *client_new(const struct tfs_options *o, double send_to)
 		fprintf(stderr, "triggerfs: %s%s\n", err,
 			strstr(err, "insecure http") ? " (-o insecure_http)" : "");
 	return c;
+}
+
+/* The daemon works from "/": the CA file's path must not be relative. */
+static int cafile_absolute(struct tfs_options *o)
+{
+	char *abs = realpath(o->cafile, NULL);
+
+	if (!abs || access(abs, R_OK)) {
+		fprintf(stderr, "triggerfs: cannot read cafile %s: %s\n", o->cafile,
+			strerror(errno));
+		free(abs);
+		return -1;
+	}
+	free(o->cafile);
+	o->cafile = abs;
+	return 0;
+}
+
+/* Over https, one request now: a certificate that does not verify is a
+ * mistake to report before mounting, not later as "server unreachable"
+ * on every send.  An unreachable server is not: it may come up later. */
+static int check_tls(trigger_client *c)
+{
+	const char *url = trigger_client_url(c), *host;
+	struct trigger_sync s;
+	trigger_code code;
+
+	if (strncmp(url, "https://", 8))
+		return 0;
+	trigger_sync_init(&s);
+	code = trigger_sync_wait(&s, trigger_client_check(c, trigger_sync_done, &s));
+	host = url + 8;
+	if (code == TRIGGER_E_TLS)
+		fprintf(stderr, "triggerfs: cannot trust %.*s: %s (for a private certificate authority: -o cafile=PATH)\n",
+			(int)strcspn(host, "/"), host, s.error);
+	trigger_sync_clear(&s);
+	return code == TRIGGER_E_TLS ? -1 : 0;
 }
 
 static int configure(struct tfs_options *o, double *send_to)
@@ -310,7 +380,6 @@ static int configure(struct tfs_options *o, double *send_to)
 		fprintf(stderr, "triggerfs: bad send_timeout=%s (use 30s, 5m)\n", o->send_timeout);
 		return -1;
 	}
-	tfs.waitpoints = o->waitpoints;
 	tfs.park_limit = kernel_park_limit();
 	tfs.open_timeout = OPEN_TIMEOUT > *send_to ? OPEN_TIMEOUT : *send_to;
 	tfs.started = time(NULL);
@@ -323,14 +392,48 @@ static int configure(struct tfs_options *o, double *send_to)
 	list_init(&tfs.handles);
 	if (!(tfs.cred = load_cred(o)))
 		return -1;
+	if (o->cafile && cafile_absolute(o))
+		return -1;
 	/* Check the URL now, while errors still reach the terminal; the real
 	 * client (and its thread) is made after daemonising. */
-	trigger_client *probe = client_new(o, *send_to);
+	trigger_client *probe = client_new(o, *send_to, 0);
+	int rc;
 
 	if (!probe)
 		return -1;
+	rc = check_tls(probe);
 	trigger_client_free(probe);
-	return 0;
+	return rc;
+}
+
+/* "triggerfs [API_URL] MOUNTPOINT": the mount point goes back to
+ * fuse_parse_cmdline() (which checks it), the URL becomes -o api_url and,
+ * as the source mount(8) was given, the fsname: the same source in
+ * mountinfo as in fstab is how "mount -a" sees it is already mounted. */
+static int take_positionals(struct fuse_args *args, struct tfs_options *o)
+{
+	const char *source = o->npositional == 2 ? o->positional[0] : "";
+	char *esc = NULL, *opt = NULL;
+	int r;
+
+	if (o->npositional)
+		fuse_opt_add_arg(args, o->positional[o->npositional - 1]);
+	/* "triggerfs" (or an empty API_URL in a unit): the default URL. */
+	if (*source && strcmp(source, "triggerfs") != 0) {
+		if (o->api_url) {
+			fprintf(stderr, "triggerfs: the API URL is given twice (%s and -o api_url=%s); give one\n",
+				source, o->api_url);
+			return -1;
+		}
+		o->api_url = xstrdup(source);
+	}
+	if (fuse_opt_add_opt_escaped(&esc, *source ? source : "triggerfs") ||
+	    asprintf(&opt, "-ofsname=%s,subtype=triggerfs", esc) < 0)
+		abort();
+	r = fuse_opt_add_arg(args, opt);
+	free(esc);
+	free(opt);
+	return r;
 }
 
 static void make_tree(void)
@@ -352,11 +455,12 @@ static int serve(struct fuse_cmdline_opts *fo, struct tfs_options *o,
 	tfs_log_init(fo->foreground, fo->debug);
 	if (fuse_daemonize(fo->foreground) != 0)
 		return 1;
-	tfs.client = client_new(o, send_to);
+	tfs.client = client_new(o, send_to, 1);
 	if (!tfs.client || watch_start() != 0)
 		return 1;
 	tfs_log(LOG_INFO, "mounted %s on %s", trigger_client_url(tfs.client),
 		tfs.mountpoint);
+	notify_ready(trigger_client_url(tfs.client), tfs.mountpoint);
 	if (fo->singlethread) {
 		ret = fuse_session_loop(tfs.se);
 	} else {
@@ -366,6 +470,7 @@ static int serve(struct fuse_cmdline_opts *fo, struct tfs_options *o,
 		ret = fuse_session_loop_mt(tfs.se, cfg);
 		fuse_loop_cfg_destroy(cfg);
 	}
+	notify_stopping();
 	/* Readers get an error now, not when the network answers. */
 	stream_shutdown();
 	watch_stop();
@@ -386,6 +491,7 @@ int main(int argc, char *argv[])
 	memset(&o, 0, sizeof(o));
 	memset(&fo, 0, sizeof(fo));
 	if (fuse_opt_parse(&args, &o, option_spec, option_proc) != 0 ||
+	    take_positionals(&args, &o) != 0 ||
 	    fuse_parse_cmdline(&args, &fo) != 0)
 		goto out;
 	if (fo.show_help) {
@@ -402,13 +508,12 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 	if (!fo.mountpoint) {
-		fprintf(stderr, "usage: %s [options] MOUNTPOINT (see --help)\n", argv[0]);
+		fprintf(stderr, "usage: %s [options] [API_URL] MOUNTPOINT (see --help)\n", argv[0]);
 		goto out;
 	}
 	tfs.mountpoint = fo.mountpoint;
 	if (check_mountpoint(fo.mountpoint) || configure(&o, &send_to))
 		goto out;
-	fuse_opt_add_arg(&args, "-ofsname=triggerfs,subtype=triggerfs");
 	make_tree();
 	tfs.se = fuse_session_new(&args, &tfs_ops, sizeof(tfs_ops), NULL);
 	if (!tfs.se)
@@ -425,11 +530,14 @@ out:
 	if (tfs.cred)
 		trigger_cred_free(tfs.cred);
 	free(fo.mountpoint);
+	free(o.positional[0]);
+	free(o.positional[1]);
 	free(o.api_url);
 	free(o.token_file);
 	free(o.secret_key_file);
 	free(o.timeout);
 	free(o.send_timeout);
+	free(o.cafile);
 	fuse_opt_free_args(&args);
 	return ret;
 }

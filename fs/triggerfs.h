@@ -126,6 +126,7 @@ struct tfs_run {
 	double checked_at;           /* monotonic seconds */
 	bool finished;
 	bool polling;                /* a status request is in flight */
+	unsigned not_found_polls;    /* polls in a row that found no run */
 	double polled_at;
 	struct list lookups;         /* struct tfs_lookup waiting for a check */
 	struct tfs_stream *streams;  /* singly linked, newest first */
@@ -193,9 +194,6 @@ struct tfs_stream {
 					held for stat only, stopped later */
 	double idle_since;
 
-	/* -o waitpoints */
-	bool waitpoint_pending;
-
 	/* writes go out one at a time, in order */
 	struct list writes;          /* struct tfs_write queued */
 	bool sending;
@@ -240,10 +238,12 @@ struct tfs_options {
 	char *secret_key_file;
 	char *timeout;
 	char *send_timeout;
-	int waitpoints;
+	char *cafile;
 	int insecure_http;
 	int show_help;
 	int show_version;
+	char *positional[2];         /* [API_URL] MOUNTPOINT, as mount(8) runs us */
+	int npositional;
 };
 
 struct tfs {
@@ -257,7 +257,6 @@ struct tfs {
 	double read_timeout;         /* -o timeout=, seconds; 0: none */
 	double park_limit;           /* kernel request timeout guard; 0: none */
 	double open_timeout;         /* how long an open waits to catch up */
-	bool waitpoints;
 	bool shutting_down;
 	size_t parked[2];            /* by waiter_kind */
 	struct list deadlines[2];    /* by waiter_kind, deadline order */
@@ -278,9 +277,12 @@ void tfs_log_init(bool foreground, bool debug);
 void tfs_log(int priority, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void tfs_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-const char *tfs_said(const struct trigger_result *res, char *buf, size_t len);
 const char *tfs_date(int64_t t, char *buf, size_t len);
 void tfs_log_expiry(const char *run_id);
+
+/* notify.c: readiness for systemd (Type=notify) */
+void notify_ready(const char *url, const char *mountpoint);
+void notify_stopping(void);
 
 /* errmap.c: the one table from API outcomes to errno */
 int tfs_errno(trigger_code code);
@@ -334,7 +336,6 @@ void stream_free_all_handles(void);
 void stream_run_finished(struct tfs_stream *s);
 void stream_expire(double now);
 void stream_shutdown(void);
-void stream_waitpoint(struct tfs_stream *s);
 void stream_attr(fuse_req_t req, const struct tfs_node *node, bool entry);
 size_t stream_size(const struct tfs_stream *s, enum node_kind kind);
 
