@@ -544,7 +544,7 @@ def test_a_lagging_replica_under_a_waiting_reader_is_no_end_of_file(answering, s
     with cat_on_a_new_run(m, server) as (run, reader, lines):
         # Longer than the client retries one lookup: several status polls
         # of the waited run meet it.
-        lag = proxy.answer("GET", run_path(run), seconds=14.0, **NOT_FOUND)
+        lag = proxy.answer("GET", run_path(run), seconds=9.0, **NOT_FOUND)
         proxy.wait(lambda: not lag.live(), 20 * SLACK, "the lag to end")
         assert len(lag.hits) >= 3, lag.hits
         assert reader.poll() is None, "the reader saw an end of file"
