@@ -469,7 +469,8 @@ int tc_auth_line(trigger_client *c, char *const *scopes, size_t n,
 
 int tc_auth_prefetch(trigger_client *c)
 {
-	if (!trigger_cred_is_secret(c->cred) || c->auth.sub)
+	/* An additional key's tokens come one by one, for their scopes. */
+	if (!trigger_cred_is_secret(c->cred) || c->extra_key || c->auth.sub)
 		return 0;
 	if (!c->auth.fetching)
 		claims_start(c);
