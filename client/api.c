@@ -961,8 +961,9 @@ static int not_found_again(struct tc_req *r)
 	if (!r->not_found_since)
 		r->not_found_since = now;
 	at = now + tc_backoff(c, &r->backoff);
-	if (at - r->not_found_since > TC_NOT_FOUND_RETRY_MS ||
-	    at > r->deadline - LAST_TRY_MS)
+	if (at - r->not_found_since > TC_NOT_FOUND_RETRY_MS)
+		at = r->not_found_since + TC_NOT_FOUND_RETRY_MS;  /* a last look */
+	if (at <= now || at > r->deadline - LAST_TRY_MS)
 		return 0;
 	r->phase = PH_ATTEMPT;
 	tc_timer_arm(c, &r->timer, at);
