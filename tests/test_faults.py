@@ -309,6 +309,9 @@ def test_sends_while_the_server_is_down_retry_until_send_timeout(make_server, mo
     err, elapsed = write_line(path, b"3\n")
     assert err == errno.EIO, os.strerror(err) if err else "the write succeeded"
     assert 3 - 0.5 < elapsed < 3 + 2 * SLACK, elapsed
+    # Said in words: what happened, not "HTTP 0".
+    assert m.log_matching(r"send failed: .*connection refused"), m.stderr()
+    assert "HTTP 0" not in m.stderr()
     srv.start()
     assert write_line(path, b"4\n")[0] == 0
     # What succeeded was stored, once; what failed was not (sends on one
