@@ -23,21 +23,38 @@ static void sub_stop(struct tfs_stream *s);
 
 static void log_append(struct tfs_stream *s, const char *json, size_t len)
 {
-	size_t need = s->len + len + 1;
-
-	if (need > s->cap) {
-		size_t cap = s->cap ? s->cap : 4096;
-
-		while (cap < need)
-			cap *= 2;
-		s->data = xrealloc(s->data, cap);
-		s->cap = cap;
-	}
-	memcpy(s->data + s->len, json, len);
-	s->data[s->len + len] = '\n';
-	s->len = need;
-	s->nrecords++;
+	logstore_append_record(s->log, json, len);
 	s->mtime = time(NULL);
+}
+
+static size_t log_size(const struct tfs_stream *s)
+{
+	return (size_t)logstore_size(s->log);
+}
+
+/* Answer with n bytes of the log at off: straight from memory when they
+ * are contiguous there, else copied (from the cache directory, or from
+ * two chunks). */
+static void reply_log(fuse_req_t req, struct tfs_stream *s, off_t off,
+		      size_t n)
+{
+	const char *p;
+
+	if (logstore_span(s->log, (uint64_t)off, &p) >= n) {
+		fuse_reply_buf(req, p, n);
+		return;
+	}
+	char *buf = xmalloc(n);
+	ssize_t got = logstore_read(s->log, (uint64_t)off, buf, n);
+
+	if (got == (ssize_t)n) {
+		fuse_reply_buf(req, buf, n);
+	} else {
+		tfs_log(LOG_ERR, "run %s stream %s: cannot read the log back from the cache directory: %s",
+			s->run->id, s->name, got < 0 ? strerror(errno) : "short read");
+		fuse_reply_err(req, EIO);
+	}
+	free(buf);
 }
 
 /* ---- parked requests --------------------------------------------------- */
@@ -52,9 +69,9 @@ static void waiter_unlink(struct tfs_waiter *w)
 }
 
 static void reply_data(fuse_req_t req, struct tfs_handle *h,
-		       const struct tfs_stream *s, size_t size, off_t off)
+		       struct tfs_stream *s, size_t size, off_t off)
 {
-	size_t n = s->len - off;
+	size_t n = log_size(s) - off;
 
 	if (n > size)
 		n = size;
@@ -62,10 +79,10 @@ static void reply_data(fuse_req_t req, struct tfs_handle *h,
 	 * answered one byte short: the kernel splits large reads, and a full
 	 * answer makes it ask for the next piece at the end, where it would
 	 * park although this read() already has data. */
-	if (h->kind == NODE_INPUT && n == size && off + n == s->len && n > 1)
+	if (h->kind == NODE_INPUT && n == size && off + n == log_size(s) && n > 1)
 		n--;
 	h->pos = off + n;
-	fuse_reply_buf(req, s->data + off, n);
+	reply_log(req, s, off, n);
 }
 
 /* Answer a read now if the contract allows; false when it must wait. */
@@ -74,7 +91,7 @@ static bool read_answer(fuse_req_t req, struct tfs_handle *h, size_t size,
 {
 	struct tfs_stream *s = h->stream;
 
-	if ((size_t)off < s->len) {
+	if ((size_t)off < log_size(s)) {
 		reply_data(req, h, s, size, off);
 	} else if (h->kind == NODE_LOG || s->run->finished) {
 		h->pos = off;
@@ -151,7 +168,7 @@ static void wake_readers(struct tfs_stream *s)
 
 		next = p->next;
 		if (w->kind == WAIT_READ &&
-		    ((size_t)w->off < s->len || s->run->finished))
+		    ((size_t)w->off < log_size(s) || s->run->finished))
 			waiter_finish(w, 0);
 	}
 }
@@ -363,7 +380,7 @@ void stream_poll(fuse_req_t req, struct tfs_handle *h,
 	unsigned revents = 0;
 
 	pthread_mutex_lock(&tfs.lock);
-	if (h->can_read && ((size_t)h->pos < s->len || s->run->finished ||
+	if (h->can_read && ((size_t)h->pos < log_size(s) || s->run->finished ||
 			    s->sub_error || h->kind == NODE_LOG))
 		revents |= POLLIN | POLLRDNORM;
 	if (h->can_write)

@@ -134,6 +134,7 @@ struct tfs_stream *tree_stream(struct tfs_run *run, const char *name,
 	s->name = xstrdup(name);
 	s->run = run;
 	s->last_seq = -1;
+	s->log = logstore_new();
 	list_init(&s->waiters);
 	list_init(&s->pollers);
 	list_init(&s->writes);
@@ -170,7 +171,7 @@ void tree_attr(const struct tfs_node *node, struct stat *st)
 		st->st_mode = node->kind == NODE_INPUT ? input_mode(node->run)
 						       : S_IFREG | 0444;
 		st->st_nlink = 1;
-		st->st_size = node->stream->len;
+		st->st_size = (off_t)logstore_size(node->stream->log);
 		st->st_blocks = (st->st_size + 511) / 512;
 		if (node->stream->mtime)
 			st->st_mtime = st->st_ctime = node->stream->mtime;

@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "jsonline.h"
+#include "logstore.h"
 #include "trigger.h"
 
 /* ---- allocation --------------------------------------------------------
@@ -167,11 +168,9 @@ struct tfs_stream {
 	bool listed;                 /* used through the mount: in readdir */
 
 	/* the log: every record as one line of JSON, append-only */
-	char *data;
-	size_t len, cap;
+	struct logstore *log;
 	long long last_seq;          /* -1: none */
 	time_t mtime;                /* when the last record arrived */
-	size_t nrecords;
 
 	/* the subscription shared by every reader */
 	struct tfs_subctx *sub;
@@ -218,6 +217,8 @@ struct tfs_options {
 	char *secret_key_file;
 	char *timeout;
 	char *send_timeout;
+	char *cache_mem;
+	char *cache_dir;
 	int waitpoints;
 	int insecure_http;
 	int show_help;
@@ -235,6 +236,7 @@ struct tfs {
 	double read_timeout;         /* -o timeout=, seconds; 0: none */
 	double park_limit;           /* kernel request timeout guard; 0: none */
 	double open_timeout;         /* how long an open waits to catch up */
+	long long cache_mem;         /* -o cache_mem=, bytes */
 	bool waitpoints;
 	bool shutting_down;
 	size_t parked[2];            /* by waiter_kind */
@@ -315,6 +317,11 @@ void writer_write(fuse_req_t req, struct tfs_handle *h, const char *buf,
 		  size_t size);
 void writer_flush(fuse_req_t req, struct tfs_handle *h);
 void writer_release(struct tfs_handle *h);
+
+/* cachedir.c */
+int cachedir_open(const char *parent);
+const char *cachedir_path(void);
+void cachedir_close(void);
 
 /* watch.c */
 int watch_start(void);
