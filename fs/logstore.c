@@ -168,31 +168,17 @@ static int file_open(void)
 	}
 }
 
-static int pwrite_all(int fd, const char *p, size_t n, uint64_t off)
+/* All n bytes through pread or pwrite, across short counts and signals. */
+static int io_all(bool write, int fd, char *p, size_t n, uint64_t off)
 {
 	while (n) {
-		ssize_t k = pwrite(fd, p, n, (off_t)off);
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return -1;
-		p += k;
-		n -= (size_t)k;
-		off += (uint64_t)k;
-	}
-	return 0;
-}
-
-static int pread_all(int fd, char *p, size_t n, uint64_t off)
-{
-	while (n) {
-		ssize_t k = pread(fd, p, n, (off_t)off);
+		ssize_t k = write ? pwrite(fd, p, n, (off_t)off)
+				  : pread(fd, p, n, (off_t)off);
 
 		if (k < 0 && errno == EINTR)
 			continue;
 		if (k == 0)
-			errno = EIO;   /* the file is shorter than we wrote */
+			errno = EIO;   /* a file shorter than we wrote */
 		if (k <= 0)
 			return -1;
 		p += k;
@@ -226,7 +212,7 @@ static void spill_chunk(struct chunk *c)
 		}
 		pool.files++;
 	}
-	if (pwrite_all(ls->fd, c->data, c->len, c->off) != 0) {
+	if (io_all(true, ls->fd, c->data, c->len, c->off) != 0) {
 		pin(ls, "cannot write to the cache directory");
 		return;
 	}
@@ -334,7 +320,7 @@ ssize_t logstore_read(struct logstore *ls, uint64_t off, char *buf, size_t n)
 		n = (size_t)(ls->size - off);
 	if (off < ls->disk) {
 		done = ls->disk - off < n ? (size_t)(ls->disk - off) : n;
-		if (pread_all(ls->fd, buf, done, off) != 0)
+		if (io_all(false, ls->fd, buf, done, off) != 0)
 			return -1;
 	}
 	while (done < n) {
