@@ -502,7 +502,7 @@ def scenario_volume(b: Bench, cfg: Config, run: str) -> dict:
     """cfg.vol_bytes through cfg.vol_streams streams of one run, each
     followed, sent by bench-direct (all streams at once); the daemon's RSS
     at the end and at its peak, with its default -o cache_mem."""
-    n = max(1, cfg.vol_bytes // cfg.vol_streams // cfg.vol_record)
+    n = -(-cfg.vol_bytes // (cfg.vol_streams * cfg.vol_record))   # at least vol_bytes
     path = b.tmp / f"volume-{cfg.vol_record}.jsonl"
     pad = "".join(random.Random(6).choice("abcdefghijklmnopqrstuvwxyz") for _ in range(4096))
     with open(path, "w") as f:
