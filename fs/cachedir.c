@@ -36,7 +36,7 @@ static void empty_dir(int fd)
 		return;
 	}
 	while ((e = readdir(d)))
-		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
 			unlinkat(dirfd(d), e->d_name, 0);
 	closedir(d);
 }
@@ -46,7 +46,7 @@ static void remove_if_stale(int pfd, const char *name, const char *prefix)
 {
 	struct stat st;
 
-	if (strncmp(name, prefix, strlen(prefix)) ||
+	if (strncmp(name, prefix, strlen(prefix)) != 0 ||
 	    fstatat(pfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
 	    !S_ISDIR(st.st_mode) || st.st_uid != tfs.uid)
 		return;
@@ -87,8 +87,11 @@ static int make_locked(const char *parent)
 	for (int tries = 0; tries < 10; tries++) {
 		struct stat st;
 
-		snprintf(path, sizeof(path), "%s/" PREFIX "%lu-XXXXXX", parent,
-			 (unsigned long)tfs.uid);
+		if (snprintf(path, sizeof(path), "%s/" PREFIX "%lu-XXXXXX", parent,
+			     (unsigned long)tfs.uid) >= (int)sizeof(path)) {
+			errno = ENAMETOOLONG;
+			return -1;
+		}
 		if (!mkdtemp(path))
 			return -1;
 		int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
@@ -109,13 +112,18 @@ static int make_locked(const char *parent)
  * shared with the daemon's process through the inherited descriptor. */
 int cachedir_open(const char *parent)
 {
-	char prefix[64];
+	char prefix[64], real[PATH_MAX];
 
 	if (!parent || !*parent)
 		parent = DEFAULT_PARENT;
+	/* Absolute: the daemon changes to / when it goes to the background. */
+	if (!realpath(parent, real)) {
+		fprintf(stderr, "triggerfs: bad cache_dir=%s: %s\n", parent, strerror(errno));
+		return -1;
+	}
 	snprintf(prefix, sizeof(prefix), PREFIX "%lu-", (unsigned long)tfs.uid);
-	remove_stale(parent, prefix);
-	dir_fd = make_locked(parent);
+	remove_stale(real, prefix);
+	dir_fd = make_locked(real);
 	if (dir_fd < 0) {
 		fprintf(stderr, "triggerfs: bad cache_dir=%s: cannot make a directory there: %s\n",
 			parent, strerror(errno));
