@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -495,6 +496,12 @@ int main(int argc, char *argv[])
 	double send_to = 30;
 	int ret = 1;
 
+	/* A daemon that lives for weeks: blocks of 64 KiB and more (the logs'
+	 * full chunks, reads copied from the cache directory) come from the
+	 * kernel and go back to it when freed.  glibc's default would raise
+	 * that threshold as such blocks are freed and keep them in one arena
+	 * per thread, a few MiB each, for good. */
+	mallopt(M_MMAP_THRESHOLD, 64 * 1024);
 	memset(&o, 0, sizeof(o));
 	memset(&fo, 0, sizeof(fo));
 	if (fuse_opt_parse(&args, &o, option_spec, option_proc) != 0 ||
