@@ -42,7 +42,6 @@ static const struct fuse_opt option_spec[] = {
 	TFS_OPT("secret_key_file=%s", secret_key_file),
 	TFS_OPT("timeout=%s", timeout),
 	TFS_OPT("send_timeout=%s", send_timeout),
-	TFS_OPT("waitpoints", waitpoints),
 	TFS_OPT("insecure_http", insecure_http),
 	TFS_OPT("cache_mem=%s", cache_mem),
 	TFS_OPT("cache_dir=%s", cache_dir),
@@ -106,7 +105,6 @@ static void usage(const char *prog)
 	       "    -o timeout=DURATION     reads at the end of a stream fail with\n"
 	       "                            ETIMEDOUT after this (30s, 5m, 1h; default none)\n"
 	       "    -o send_timeout=DURATION  retry deadline of a send (default 30s)\n"
-	       "    -o waitpoints           register blocked reads as input-stream waitpoints\n"
 	       "    -o insecure_http        allow http:// to hosts other than loopback\n"
 	       "    -o cache_mem=SIZE       record data kept in memory, all streams\n"
 	       "                            together (512K, 64M, 1G; default 16M)\n"
@@ -387,7 +385,6 @@ static int configure(struct tfs_options *o, double *send_to)
 		fprintf(stderr, "triggerfs: bad cache_mem=%s (use 512K, 64M, 1G)\n", o->cache_mem);
 		return -1;
 	}
-	tfs.waitpoints = o->waitpoints;
 	tfs.park_limit = kernel_park_limit();
 	tfs.open_timeout = OPEN_TIMEOUT > *send_to ? OPEN_TIMEOUT : *send_to;
 	tfs.started = time(NULL);

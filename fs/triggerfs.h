@@ -127,6 +127,7 @@ struct tfs_run {
 	double checked_at;           /* monotonic seconds */
 	bool finished;
 	bool polling;                /* a status request is in flight */
+	unsigned not_found_polls;    /* polls in a row that found no run */
 	double polled_at;
 	struct list lookups;         /* struct tfs_lookup waiting for a check */
 	struct tfs_stream *streams;  /* singly linked, newest first */
@@ -180,9 +181,6 @@ struct tfs_stream {
 	struct list waiters;         /* struct tfs_waiter */
 	struct list pollers;         /* struct tfs_handle with a poll handle */
 
-	/* -o waitpoints */
-	bool waitpoint_pending;
-
 	/* writes go out one at a time, in order */
 	struct list writes;          /* struct tfs_write queued */
 	bool sending;
@@ -219,7 +217,6 @@ struct tfs_options {
 	char *send_timeout;
 	char *cache_mem;
 	char *cache_dir;
-	int waitpoints;
 	int insecure_http;
 	int show_help;
 	int show_version;
@@ -239,7 +236,6 @@ struct tfs {
 	double park_limit;           /* kernel request timeout guard; 0: none */
 	double open_timeout;         /* how long an open waits to catch up */
 	long long cache_mem;         /* -o cache_mem=, bytes */
-	bool waitpoints;
 	bool shutting_down;
 	size_t parked[2];            /* by waiter_kind */
 	struct list deadlines[2];    /* by waiter_kind, deadline order */
@@ -316,7 +312,6 @@ void stream_free_all_handles(void);
 void stream_run_finished(struct tfs_stream *s);
 void stream_expire(double now);
 void stream_shutdown(void);
-void stream_waitpoint(struct tfs_stream *s);
 
 /* writer.c */
 void writer_write(fuse_req_t req, struct tfs_handle *h, const char *buf,

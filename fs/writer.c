@@ -221,10 +221,12 @@ static void write_failed(struct tfs_write *w, const struct trigger_result *res)
 	struct tfs_handle *h = w->h;
 	struct tfs_stream *s = h->stream;
 	int err = tfs_errno(res->code);
+	char why[320];
 
-	tfs_log(LOG_ERR, "run %s stream %s: send failed: %s (HTTP %ld: %s)%s",
-		s->run->id, s->name, trigger_strerror(res->code), res->status,
-		res->error, w->next ? "; the lines before it were sent" : "");
+	tfs_log(LOG_ERR, "run %s stream %s: send failed: %s (%s)%s",
+		s->run->id, s->name, trigger_strerror(res->code),
+		trigger_result_text(res, why, sizeof(why)),
+		w->next ? "; the lines before it were sent" : "");
 	if (res->code == TRIGGER_E_RUN_FINISHED)
 		runs_finished(s->run, "a send was refused");
 	if (res->code == TRIGGER_E_EXPIRED)
