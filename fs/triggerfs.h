@@ -217,6 +217,7 @@ struct tfs_options {
 	char *send_timeout;
 	char *cache_mem;
 	char *cache_dir;
+	char *cafile;
 	int insecure_http;
 	int show_help;
 	int show_version;
