@@ -161,9 +161,11 @@ def table_rows(red: dict, results: dict) -> list:
         for key, label in (("rss_after", "  daemon RSS MiB after"),
                            ("max_rss", "  daemon RSS MiB (peak)"),
                            ("mem_bytes", "  record data in memory, MiB [e]"),
-                           ("disk_bytes", "  record data in the cache directory, MiB")):
+                           ("disk_bytes", "  record data in the cache directory, MiB"),
+                           ("rss_after_readback", "  daemon RSS MiB after reading every log/S back")):
             rows.append(cells(label, vol[key] / MiB))
         rows.append(cells("  MiB/s through the mount", vol["bytes"] / MiB / vol["seconds"]))
+        rows.append(cells("  MiB/s reading log/S back (byte-exact)", vol["bytes"] / MiB / vol["readback_s"]))
     return rows
 
 

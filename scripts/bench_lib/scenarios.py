@@ -11,6 +11,7 @@ Each function returns plain data for the JSON report; report.py reduces it
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import random
@@ -481,6 +482,14 @@ def scenario_memory(results: dict) -> dict:
 
 # ---- 6. volume: memory after gigabytes ---------------------------------------
 
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def volume_readers(b: Bench, m: Mount, run: str, streams: list, size: int) -> list:
     """One follower per stream, each printing "done" once it has read
     `size` bytes: `head -c` on input/S (the consumer) for half of them,
@@ -524,15 +533,21 @@ def scenario_volume(b: Bench, cfg: Config, run: str) -> dict:
                 for r in readers:
                     r.expect("done", 600)
             wall = time.monotonic() - t0
-            sizes = {os.stat(m.stream(run, s, "log")).st_size for s in streams}
-            if sizes != {size}:
-                raise BenchError(f"log sizes {sorted(sizes)[:5]}, want {size}")
-            stats = m.stats()
+            stats, after = m.stats(), m.status()["rss"]
+            # Every log/S read back from the start is the file sent, byte
+            # for byte (most of it from the cache directory).
+            want = file_sha256(path)
+            t1 = time.monotonic()
+            for s in streams:
+                if file_sha256(m.stream(run, s, "log")) != want:
+                    raise BenchError(f"log/{s} read back differs from what was sent")
             return {"bytes": size * len(streams), "streams": len(streams),
                     "record_bytes": cfg.vol_record, "seconds": wall,
-                    "rss_before": idle, "rss_after": m.status()["rss"],
+                    "rss_before": idle, "rss_after": after,
                     "max_rss": sampler.max_rss, "cache_mem": stats.get("cache_mem"),
-                    "mem_bytes": stats.get("mem_bytes"), "disk_bytes": stats.get("disk_bytes")}
+                    "mem_bytes": stats.get("mem_bytes"), "disk_bytes": stats.get("disk_bytes"),
+                    "readback_s": time.monotonic() - t1,
+                    "rss_after_readback": m.status()["rss"]}
         finally:
             for r in readers:
                 r.stop()
