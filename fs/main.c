@@ -436,6 +436,7 @@ static int configure(struct tfs_options *o, double *send_to)
 	list_init(&tfs.deadlines[WAIT_READ]);
 	list_init(&tfs.deadlines[WAIT_OPEN]);
 	list_init(&tfs.waited_runs);
+	list_init(&tfs.idle_streams);
 	list_init(&tfs.handles);
 	if (!(tfs.cred = load_cred(o)))
 		return -1;

@@ -89,8 +89,11 @@ static void tfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		struct tfs_stream *s = tree_stream(p->run, name, true);
 
 		ino = p->kind == NODE_INPUT_DIR ? s->ino_input : s->ino_log;
-		timeout = 0;  /* st_size is live */
-		break;
+		struct tfs_node *n = tree_node(ino);
+
+		pthread_mutex_unlock(&tfs.lock);
+		stream_attr(req, n, true);   /* st_size is live */
+		return;
 	default:
 		pthread_mutex_unlock(&tfs.lock);
 		fuse_reply_err(req, ENOTDIR);
@@ -112,6 +115,11 @@ static void tfs_getattr(fuse_req_t req, fuse_ino_t ino,
 	pthread_mutex_lock(&tfs.lock);
 	struct tfs_node *n = tree_node(ino);
 
+	if (n && (n->kind == NODE_INPUT || n->kind == NODE_LOG)) {
+		pthread_mutex_unlock(&tfs.lock);
+		stream_attr(req, n, false);
+		return;
+	}
 	if (n)
 		tree_attr(n, &st);
 	pthread_mutex_unlock(&tfs.lock);
@@ -225,8 +233,7 @@ static int write_allowed(const struct tfs_run *run)
 	int64_t exp = trigger_cred_exp(tfs.cred);
 
 	if (exp && exp <= (int64_t)time(NULL)) {
-		tfs_log(LOG_ERR, "run %s: the access token expired at %lld (Unix time); get a new one",
-			run->id, (long long)exp);
+		tfs_log_expiry(run->id);
 		return tfs_errno(TRIGGER_E_EXPIRED);
 	}
 	if (!trigger_cred_allows(tfs.cred, "write", "inputStreams", run->id)) {
