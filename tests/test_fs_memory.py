@@ -205,6 +205,33 @@ def test_records_sent_before_any_reader_come_back_from_disk(server, run, cache_p
         stop(m)
 
 
+def test_consumers_take_each_record_once_from_disk(server, run, cache_parent):
+    """input/S delivers each record once per mount, also when the records
+    wait in the cache directory: `head -n` one after another, and `read -r`
+    twice, together get every record once, in order."""
+    lines = records(600, 4096, seed=4)
+    send_all(server, run, "queue", lines)
+    m = mount(server, cache_parent, mem="64K")
+    try:
+        S = m.input(run, "queue")
+        os.stat(m.log(run, "queue"))            # caught up: st_size is the log
+        assert m.stats()["disk_bytes"] > len(lines) * 4096 - 128 * 1024
+        got = []
+        for _ in range(5):
+            r = sh('head -n 100 "$S"', env={"S": S}, timeout=60 * SLACK)
+            assert r.returncode == 0, r.stderr
+            got += r.stdout.decode().splitlines()
+        r = sh('read -r a < "$S"; read -r b < "$S"; printf "%s\\n%s\\n" "$a" "$b"',
+               env={"S": S}, timeout=60 * SLACK)
+        got += r.stdout.decode().splitlines()
+        with open(S) as f:                      # Python, as a task would
+            got += [f.readline().rstrip("\n") for _ in range(98)]
+        assert len(got) == len(lines) and got == lines, "every record once, in order"
+        assert os.stat(S).st_size == 0          # nothing left to consume
+    finally:
+        stop(m)
+
+
 def test_many_streams_share_one_budget(server, cache_parent):
     """20 streams of 1 MiB each through one mount with cache_mem=2M: memory
     held stays within the budget for all of them together, and each log
