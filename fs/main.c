@@ -400,7 +400,7 @@ static int check_tls(trigger_client *c)
 	struct trigger_sync s;
 	trigger_code code;
 
-	if (strncmp(url, "https://", 8))
+	if (strncmp(url, "https://", 8) != 0)
 		return 0;
 	trigger_sync_init(&s);
 	code = trigger_sync_wait(&s, trigger_client_check(c, trigger_sync_done, &s));

@@ -483,11 +483,8 @@ def scenario_memory(results: dict) -> dict:
 # ---- 6. volume: memory after gigabytes ---------------------------------------
 
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def volume_readers(b: Bench, m: Mount, run: str, streams: list, size: int) -> list:
