@@ -49,7 +49,9 @@ struct tfs_write {
 	size_t tail_off;     /* where bytes to keep begin in buf */
 	/* a value refused: errno, and the bytes of the write before it */
 	int refused;
-	size_t refused_off;
+	size_t refused_off, refused_line;
+	const char *refused_why;
+	double started;      /* when its first send went out */
 };
 
 static void start_next(struct tfs_stream *s);
@@ -142,7 +144,8 @@ static void refuse_at(struct tfs_write *w, int err, size_t off, size_t line,
 {
 	w->refused = err;
 	w->refused_off = off;
-	log_refusal(w->h, err, line, why, w->nvalues > 0 || off > 0);
+	w->refused_line = line;
+	w->refused_why = why;
 }
 
 /* Skip a leading byte-order mark; false if the bytes only began like one. */
@@ -244,6 +247,8 @@ static void write_succeeded(struct tfs_write *w)
 	}
 	if (w->refused) {
 		/* The values before the refused one count; nothing after. */
+		log_refusal(w->h, w->refused, w->refused_line, w->refused_why,
+			    w->refused_off > 0);
 		drop_kept(ws);
 		ws->failed = w->refused;
 		if (w->refused_off)
@@ -267,6 +272,19 @@ static void write_succeeded(struct tfs_write *w)
 	fuse_reply_write(w->req, w->size);
 }
 
+/* A short write up to the value at w->next (not sent): the next write
+ * starts with it. */
+static void reply_short(struct tfs_write *w)
+{
+	struct tfs_wstate *ws = &w->h->ws;
+	const struct value *v = &w->values[w->next];
+
+	drop_kept(ws);
+	ws->lines = v->lines;
+	ws->bom = 3;
+	fuse_reply_write(w->req, v->start);
+}
+
 static void write_failed(struct tfs_write *w, const struct trigger_result *res)
 {
 	struct tfs_handle *h = w->h;
@@ -286,15 +304,9 @@ static void write_failed(struct tfs_write *w, const struct trigger_result *res)
 		fuse_reply_err(w->req, err);  /* nothing taken: kept stays */
 		return;
 	}
-	/* A short write: the values sent count, the error comes with the
-	 * next write, which starts with the value that failed. */
-	const struct value *failed = &w->values[w->next];
-
-	drop_kept(&h->ws);
-	h->ws.lines = failed->lines;
-	h->ws.bom = 3;
+	/* The values sent count, the error comes with the next write. */
 	h->ws.deferred_err = err;
-	fuse_reply_write(w->req, failed->start);
+	reply_short(w);
 }
 
 static void send_next(struct tfs_write *w);
@@ -302,7 +314,15 @@ static void send_next(struct tfs_write *w);
 /* The value at w->next is in: the next one, or the answer. */
 static void value_sent(struct tfs_write *w)
 {
-	if (++w->next < w->nvalues) {
+	if (++w->next < w->nvalues && w->values[w->next].start > 0 &&
+	    tfs.park_limit > 0 && tfs_now() - w->started > tfs.park_limit / 2) {
+		/* Many values: answer before the kernel's request timeout
+		 * would abort the mount; the caller writes the rest again. */
+		reply_short(w);
+		write_end(w);
+		return;
+	}
+	if (w->next < w->nvalues) {
 		send_next(w);
 		return;
 	}
@@ -385,6 +405,7 @@ static void start(struct tfs_write *w)
 		write_end(w);
 		return;
 	}
+	w->started = tfs_now();
 	send_next(w);
 }
 
