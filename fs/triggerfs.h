@@ -171,7 +171,6 @@ struct tfs_stream {
 	struct tfs_run *run;
 	struct tfs_stream *next;
 	fuse_ino_t ino_input, ino_log;
-	bool listed;                 /* used through the mount: in readdir */
 
 	/* the log: every record as one line of JSON, append-only */
 	struct logstore *log;
@@ -179,23 +178,25 @@ struct tfs_stream {
 	time_t mtime;                /* when the last record arrived */
 	size_t consumed;             /* input/S: bytes of the records taken on
 					this mount (each record goes once) */
-	bool fetched;                /* caught up at least once */
 
 	/* the subscription shared by every reader */
 	struct tfs_subctx *sub;
 	int readers;                 /* open handles that read */
-	bool caught_up;
 	trigger_code sub_error;      /* the subscription gave up with this */
 	struct list waiters;         /* struct tfs_waiter */
 	struct list pollers;         /* struct tfs_handle with a poll handle */
-	int attr_waiters;            /* lookups/getattrs waiting to catch up */
 	struct list idle;            /* in tfs.idle_streams: a subscription
 					held for stat only, stopped later */
 	double idle_since;
+	int attr_waiters;            /* lookups/getattrs waiting to catch up */
 
-	/* writes go out one at a time, in order */
+	/* the flags, together (no padding between them) */
+	bool listed;                 /* used through the mount: in readdir */
+	bool fetched;                /* caught up at least once */
+	bool caught_up;
+	bool sending;                /* writes: one at a time, in order */
+
 	struct list writes;          /* struct tfs_write queued */
-	bool sending;
 };
 
 /* What an open file has written so far: a stream of JSON texts, checked
