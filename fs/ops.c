@@ -342,15 +342,72 @@ static void tfs_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	stream_poll(req, h, ph);
 }
 
+/* The tree is the API's: runs and streams exist as soon as they are
+ * named, and nothing is made, removed or renamed here. */
+static void refuse_edit(fuse_req_t req, const char *what, const char *name)
+{
+	tfs_log(LOG_WARNING, "%s %s refused: the tree is the API's (streams exist as soon as they are named; nothing is created, removed or renamed)",
+		what, name);
+	fuse_reply_err(req, EPERM);
+}
+
 static void tfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		       mode_t mode, struct fuse_file_info *fi)
 {
 	(void)parent;
-	(void)name;
 	(void)mode;
 	(void)fi;
-	/* Streams exist as soon as they are named; nothing else is made. */
-	fuse_reply_err(req, EACCES);
+	refuse_edit(req, "create", name);
+}
+
+static void tfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, dev_t rdev)
+{
+	(void)parent;
+	(void)mode;
+	(void)rdev;
+	refuse_edit(req, "create", name);
+}
+
+static void tfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode)
+{
+	(void)parent;
+	(void)mode;
+	refuse_edit(req, "mkdir", name);
+}
+
+static void tfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	(void)parent;
+	refuse_edit(req, "remove", name);
+}
+
+static void tfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		       fuse_ino_t newparent, const char *newname,
+		       unsigned int flags)
+{
+	(void)parent;
+	(void)newparent;
+	(void)newname;
+	(void)flags;
+	refuse_edit(req, "rename", name);
+}
+
+static void tfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+			const char *name)
+{
+	(void)link;
+	(void)parent;
+	refuse_edit(req, "symlink", name);
+}
+
+static void tfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+		     const char *newname)
+{
+	(void)ino;
+	(void)newparent;
+	refuse_edit(req, "link", newname);
 }
 
 const struct fuse_lowlevel_ops tfs_ops = {
@@ -368,4 +425,11 @@ const struct fuse_lowlevel_ops tfs_ops = {
 	.release = tfs_release,
 	.poll = tfs_poll,
 	.create = tfs_create,
+	.mknod = tfs_mknod,
+	.mkdir = tfs_mkdir,
+	.unlink = tfs_unlink,
+	.rmdir = tfs_unlink,
+	.rename = tfs_rename,
+	.symlink = tfs_symlink,
+	.link = tfs_link,
 };

@@ -616,6 +616,23 @@ static void sub_failed(struct tfs_stream *s, const struct trigger_result *res)
 	notify_pollers(s);
 }
 
+/* One line when the connection is lost, not one per attempt: the next
+ * says when it is back. */
+static void sub_lost(struct tfs_subctx *ctx, const struct trigger_result *res)
+{
+	char why[320] = "";
+
+	ctx->retries++;
+	if (ctx->lost_at)
+		return;
+	ctx->lost_at = tfs_now();
+	if (res)
+		trigger_result_text(res, why, sizeof(why));
+	tfs_log(LOG_WARNING, "run %s stream %s: connection lost (%s); reconnecting (one line when it is back)",
+		ctx->stream->run->id, ctx->stream->name,
+		why[0] ? why : "no reason given");
+}
+
 static void on_event(void *arg, enum trigger_sub_event ev,
 		     const struct trigger_result *res)
 {
@@ -634,13 +651,16 @@ static void on_event(void *arg, enum trigger_sub_event ev,
 		break;
 	case TRIGGER_SUB_RECONNECTING:
 		if (ctx->active)
-			tfs_log(LOG_WARNING, "run %s stream %s: connection lost (%s), reconnecting",
-				s->run->id, s->name, res ? res->error : "");
+			sub_lost(ctx, res);
 		break;
 	case TRIGGER_SUB_CONNECTED:
-		if (ctx->active)
-			tfs_log(LOG_INFO, "run %s stream %s: reconnected",
-				s->run->id, s->name);
+		if (ctx->active && ctx->lost_at) {
+			tfs_log(LOG_INFO, "run %s stream %s: connection back after %.1f s and %u retries",
+				s->run->id, s->name, tfs_now() - ctx->lost_at,
+				ctx->retries);
+			ctx->lost_at = 0;
+			ctx->retries = 0;
+		}
 		break;
 	case TRIGGER_SUB_FAILED:
 		if (ctx->active) {

@@ -164,6 +164,8 @@ struct tfs_subctx {
 	struct tfs_stream *stream;
 	trigger_sub *sub;
 	bool active;
+	double lost_at;              /* connection lost since (0: connected) */
+	unsigned retries;            /* reconnection attempts since */
 };
 
 struct tfs_stream {
@@ -261,6 +263,7 @@ struct tfs {
 	double open_timeout;         /* how long an open waits to catch up */
 	long long cache_mem;         /* -o cache_mem=, bytes */
 	bool shutting_down;
+	bool unmounted;              /* the mount went away (lazy unmount) */
 	size_t parked[2];            /* by waiter_kind */
 	struct list deadlines[2];    /* by waiter_kind, deadline order */
 	struct list waited_runs;     /* runs with parked reads */
