@@ -134,6 +134,7 @@ struct tfs_stream *tree_stream(struct tfs_run *run, const char *name,
 	s->name = xstrdup(name);
 	s->run = run;
 	s->last_seq = -1;
+	s->log = logstore_new();
 	list_init(&s->waiters);
 	list_init(&s->pollers);
 	list_init(&s->writes);
