@@ -134,9 +134,11 @@ struct tfs_stream *tree_stream(struct tfs_run *run, const char *name,
 	s->name = xstrdup(name);
 	s->run = run;
 	s->last_seq = -1;
+	s->log = logstore_new();
 	list_init(&s->waiters);
 	list_init(&s->pollers);
 	list_init(&s->writes);
+	list_init(&s->idle);
 	s->ino_input = tree_new_node(NODE_INPUT, run, s);
 	s->ino_log = tree_new_node(NODE_LOG, run, s);
 	s->next = run->streams;
@@ -170,7 +172,7 @@ void tree_attr(const struct tfs_node *node, struct stat *st)
 		st->st_mode = node->kind == NODE_INPUT ? input_mode(node->run)
 						       : S_IFREG | 0444;
 		st->st_nlink = 1;
-		st->st_size = node->stream->len;
+		st->st_size = stream_size(node->stream, node->kind);
 		st->st_blocks = (st->st_size + 511) / 512;
 		if (node->stream->mtime)
 			st->st_mtime = st->st_ctime = node->stream->mtime;

@@ -154,6 +154,18 @@ def table_rows(red: dict, results: dict) -> list:
                                   ("per_retained_byte", "per retained record byte", 1)):
             if key in mem:
                 rows.append(cells(f"5 memory: {label}", mem[key] / scale))
+    vol = results.get("volume")
+    if vol and "error" not in vol:
+        title = f"6 volume: {vol['bytes'] / MiB:,.0f} MiB through {vol['streams']} followed streams"
+        rows.append(cells(title, ""))
+        for key, label in (("rss_after", "  daemon RSS MiB after"),
+                           ("max_rss", "  daemon RSS MiB (peak)"),
+                           ("mem_bytes", "  record data in memory, MiB [e]"),
+                           ("disk_bytes", "  record data in the cache directory, MiB"),
+                           ("rss_after_readback", "  daemon RSS MiB after reading every log/S back")):
+            rows.append(cells(label, vol[key] / MiB))
+        rows.append(cells("  MiB/s through the mount", vol["bytes"] / MiB / vol["seconds"]))
+        rows.append(cells("  MiB/s reading log/S back (byte-exact)", vol["bytes"] / MiB / vol["readback_s"]))
     return rows
 
 
@@ -165,6 +177,8 @@ NOTES = {
     "[d]": "[d] the release's sends (each with the tail read libtriggerclient makes\n"
            "    before its first send to a stream), server CPU until all are answered;\n"
            "    no reader: the same sends to other streams of the same runs, before.",
+    "[e]": "[e] -o cache_mem (default 16 MiB) bounds it; the rest is read back from\n"
+           "    the cache directory.",
 }
 RATIOS = ("Ratios: triggerfs / other of the value shown (records/s: below 1 is slower;\n"
           "ms, s and cpu: below 1 is better).")
@@ -271,6 +285,17 @@ def cost_targets(results: dict) -> list:
     return out
 
 
+def volume_targets(results: dict) -> list:
+    vol = results.get("volume") or {}
+    name = "volume: daemon RSS after 1 GiB through 100 followed streams < 96 MiB"
+    if "rss_after" not in vol:
+        return [target(name, None, "not measured")]
+    if vol["bytes"] < 1 << 30:
+        name = name.replace("1 GiB", f"{vol['bytes'] / MiB:,.0f} MiB")
+    return [target(name, vol["rss_after"] < 96 * MiB,
+                   f"{vol['rss_after'] / MiB:.1f} MiB after, {vol['max_rss'] / MiB:.1f} MiB peak")]
+
+
 def judge(red: dict, results: dict) -> list:
     out: list = []
     if "send" in results:
@@ -281,6 +306,8 @@ def judge(red: dict, results: dict) -> list:
         out += waiters_targets(red, results)
     if "cost" in results:
         out += cost_targets(results)
+    if "volume" in results:
+        out += volume_targets(results)
     return out
 
 
