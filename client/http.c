@@ -412,6 +412,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 		take_jwt(x, p + sizeof(jwt_name) - 1,
 			 len - (sizeof(jwt_name) - 1));
 	}
+	if (x->ops->header_line && len > 2 && memcmp(p, "HTTP/", 5))
+		x->ops->header_line(x, p, len);
 	return len;
 }
 
@@ -513,6 +515,8 @@ static void easy_setup(trigger_client *c, struct tc_xfer *x, CURL *e,
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+	if (s->method)
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, s->method);
 	if (!s->post)
 		return;
 	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)s->body_len);
@@ -802,6 +806,7 @@ static void loop_shutdown(trigger_client *c)
 		run_commands(c);
 		tc_sub_shutdown(c);
 		tc_api_shutdown(c);
+		tc_output_shutdown(c);
 		pthread_mutex_lock(&c->lock);
 		if (!c->qhead) {
 			pthread_mutex_unlock(&c->lock);
@@ -931,6 +936,7 @@ static void client_destroy(trigger_client *c)
 	if (c->epfd >= 0)
 		close(c->epfd);
 	tc_api_destroy(c);
+	tc_output_destroy(c);
 	pthread_mutex_destroy(&c->lock);
 	free(c->heap);
 	free(c->url);

@@ -50,6 +50,19 @@ void runs_finished(struct tfs_run *run, const char *why)
 		stream_run_finished(s);
 }
 
+/* Called with tfs.lock held with a run object from the API: whether the
+ * run has finished, and then its final status. */
+void runs_learned(struct tfs_run *run, const json_t *body)
+{
+	const char *st = json_string_value(json_object_get(body, "status"));
+
+	if (!status_finished(body))
+		return;
+	if (st && !run->final_status)
+		run->final_status = xstrdup(st);
+	runs_finished(run, st ? st : "isCompleted");
+}
+
 static void reply_entry(fuse_req_t req, fuse_ino_t ino)
 {
 	struct fuse_entry_param e;
@@ -69,9 +82,7 @@ static int check_result(struct tfs_run *run, const struct trigger_result *res)
 	switch (res->code) {
 	case TRIGGER_OK:
 		run->state = RUN_EXISTS;
-		if (status_finished(res->body))
-			runs_finished(run, json_string_value(
-				json_object_get(res->body, "status")));
+		runs_learned(run, res->body);
 		return 0;
 	case TRIGGER_E_NOT_FOUND:
 		run->state = RUN_MISSING;
@@ -158,9 +169,8 @@ static void poll_done(void *arg, const struct trigger_result *res)
 
 	pthread_mutex_lock(&tfs.lock);
 	run->polling = false;
-	if (res->code == TRIGGER_OK && status_finished(res->body))
-		runs_finished(run, json_string_value(
-			json_object_get(res->body, "status")));
+	if (res->code == TRIGGER_OK)
+		runs_learned(run, res->body);
 	else if (res->code == TRIGGER_E_NOT_FOUND)
 		runs_finished(run, "no longer known to the API");
 	pthread_mutex_unlock(&tfs.lock);

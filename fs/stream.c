@@ -62,7 +62,7 @@ static void reply_data(fuse_req_t req, struct tfs_handle *h,
 	 * answered one byte short: the kernel splits large reads, and a full
 	 * answer makes it ask for the next piece at the end, where it would
 	 * park although this read() already has data. */
-	if (h->kind == NODE_INPUT && n == size && off + n == s->len && n > 1)
+	if (h->kind != NODE_LOG && n == size && off + n == s->len && n > 1)
 		n--;
 	h->pos = off + n;
 	fuse_reply_buf(req, s->data + off, n);
@@ -97,6 +97,7 @@ struct tfs_handle *stream_new_handle(enum node_kind kind, struct tfs_stream *s)
 	struct tfs_handle *h = xcalloc(1, sizeof(*h));
 	h->kind = kind;
 	h->stream = s;
+	h->sink = s ? &s->sink : NULL;
 	jsonline_init(&h->jl);
 	list_init(&h->pnode);
 	list_add_tail(&tfs.handles, &h->hnode);
@@ -252,7 +253,7 @@ static void park(struct tfs_waiter *w)
 	tfs.parked[w->kind]++;
 	if (w->kind == WAIT_READ) {
 		runs_add_waiter(w->stream->run);
-		if (tfs.waitpoints)
+		if (tfs.waitpoints && !w->stream->output)
 			stream_waitpoint(w->stream);
 	}
 }
@@ -397,8 +398,10 @@ void stream_free_all_handles(void)
 		struct tfs_handle *h = list_entry(tfs.handles.next,
 						  struct tfs_handle, hnode);
 
-		if (h->kind != NODE_STATS)
+		if (h->stream)
 			stream_release(h);
+		else if (h->wp)
+			waitpoint_release(h);
 		handle_free(h);
 	}
 	pthread_mutex_unlock(&tfs.lock);
@@ -492,8 +495,9 @@ static void sub_start(struct tfs_stream *s)
 	ctx->active = true;
 	s->caught_up = false;
 	s->sub_error = TRIGGER_OK;
-	ctx->sub = trigger_subscribe(tfs.client, s->run->id, s->name,
-				     s->last_seq, &sub_callbacks, ctx);
+	ctx->sub = (s->output ? trigger_subscribe_output : trigger_subscribe)(
+		tfs.client, s->run->id, s->name, s->last_seq, &sub_callbacks,
+		ctx);
 	if (!ctx->sub) {
 		int64_t exp = trigger_cred_exp(tfs.cred);
 
@@ -565,6 +569,7 @@ void stream_shutdown(void)
 	pthread_mutex_lock(&tfs.lock);
 	tfs.shutting_down = true;
 	tree_for_each_run(shutdown_run, NULL);
+	waitpoints_shutdown();
 	pthread_mutex_unlock(&tfs.lock);
 }
 

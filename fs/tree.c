@@ -108,6 +108,8 @@ struct tfs_run *tree_run(const char *id, bool create)
 	r->ino_dir = tree_new_node(NODE_RUN, r, NULL);
 	r->ino_input = tree_new_node(NODE_INPUT_DIR, r, NULL);
 	r->ino_log = tree_new_node(NODE_LOG_DIR, r, NULL);
+	r->ino_status = tree_new_node(NODE_STATUS, r, NULL);
+	r->ino_output = tree_new_node(NODE_OUTPUT_DIR, r, NULL);
 	r->hnext = buckets[b];
 	buckets[b] = r;
 	return r;
@@ -120,11 +122,13 @@ void tree_for_each_run(void (*fn)(struct tfs_run *run, void *arg), void *arg)
 			fn(r, arg);
 }
 
-struct tfs_stream *tree_stream(struct tfs_run *run, const char *name,
-			       bool create)
+/* A run's input stream or (output) its output stream of that name: two
+ * namespaces in one list. */
+struct tfs_stream *tree_stream_of(struct tfs_run *run, const char *name,
+				  bool output, bool create)
 {
 	for (struct tfs_stream *s = run->streams; s; s = s->next)
-		if (!strcmp(s->name, name))
+		if (s->output == output && !strcmp(s->name, name))
 			return s;
 	if (!create)
 		return NULL;
@@ -133,17 +137,31 @@ struct tfs_stream *tree_stream(struct tfs_run *run, const char *name,
 
 	s->name = xstrdup(name);
 	s->run = run;
+	s->output = output;
 	s->last_seq = -1;
 	list_init(&s->waiters);
 	list_init(&s->pollers);
-	list_init(&s->writes);
-	s->ino_input = tree_new_node(NODE_INPUT, run, s);
-	s->ino_log = tree_new_node(NODE_LOG, run, s);
+	list_init(&s->sink.writes);
+	s->sink.kind = output ? NODE_OUTPUT : NODE_INPUT;
+	s->sink.run = run;
+	s->sink.name = s->name;
+	if (output) {
+		s->ino_output = tree_new_node(NODE_OUTPUT, run, s);
+	} else {
+		s->ino_input = tree_new_node(NODE_INPUT, run, s);
+		s->ino_log = tree_new_node(NODE_LOG, run, s);
+	}
 	s->next = run->streams;
 	run->streams = s;
 	run->nstreams++;
 	tfs.streams++;
 	return s;
+}
+
+struct tfs_stream *tree_stream(struct tfs_run *run, const char *name,
+			       bool create)
+{
+	return tree_stream_of(run, name, false, create);
 }
 
 static mode_t input_mode(const struct tfs_run *run)
@@ -175,7 +193,21 @@ void tree_attr(const struct tfs_node *node, struct stat *st)
 		if (node->stream->mtime)
 			st->st_mtime = st->st_ctime = node->stream->mtime;
 		break;
+	case NODE_OUTPUT:
+		/* Writing takes a secret key, as the SDK's writer does. */
+		st->st_mode = S_IFREG | 0444 |
+			      (trigger_cred_is_secret(tfs.cred) ? 0200 : 0);
+		st->st_nlink = 1;
+		st->st_size = node->stream->len;
+		st->st_blocks = (st->st_size + 511) / 512;
+		if (node->stream->mtime)
+			st->st_mtime = st->st_ctime = node->stream->mtime;
+		break;
+	case NODE_WAITPOINT:
+		waitpoint_attr(node->wp, st);
+		break;
 	case NODE_STATS:
+	case NODE_STATUS:
 		st->st_mode = S_IFREG | 0444;
 		st->st_nlink = 1;
 		break;

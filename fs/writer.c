@@ -27,7 +27,7 @@ struct line {
 };
 
 struct tfs_write {
-	struct list node;    /* in stream->writes */
+	struct list node;    /* in sink->writes */
 	fuse_req_t req;
 	struct tfs_handle *h;
 	bool flush;
@@ -36,12 +36,15 @@ struct tfs_write {
 	char *joined;        /* the kept line and the first line's bytes */
 	struct line *lines;
 	size_t nlines, lines_cap, next;
+	/* values submitted and answered so far; the first that failed */
+	size_t from, submitted, answered, fail_at;
+	struct trigger_result fail;
 	/* what the handle holds after a fully accepted write */
 	struct jsonline jl_after;
 	size_t tail_off;
 };
 
-static void start_next(struct tfs_stream *s);
+static void start_next(struct tfs_sink *sink);
 
 static bool is_json_space(char c)
 {
@@ -88,13 +91,24 @@ static void drop_line(struct tfs_handle *h)
 	jsonline_init(&h->jl);
 }
 
+const char *sink_label(const struct tfs_sink *sink, char *buf, size_t len)
+{
+	if (sink->kind == NODE_WAITPOINT)
+		snprintf(buf, len, "waitpoint %s", sink->name);
+	else
+		snprintf(buf, len, "run %s %s %s", sink->run->id,
+			 sink->kind == NODE_OUTPUT ? "output stream" : "stream",
+			 sink->name);
+	return buf;
+}
+
+#define LABEL(sink) sink_label((sink), (char[768]){ 0 }, 768)
+
 static void refuse(struct tfs_write *w, int err, const char *what,
 		   size_t lineno, const char *why)
 {
-	struct tfs_stream *s = w->h->stream;
-
-	tfs_log(LOG_ERR, "run %s stream %s: write refused, nothing sent: line %zu %s%s%s",
-		s->run->id, s->name, lineno, what, why ? ": " : "", why ? why : "");
+	tfs_log(LOG_ERR, "%s: write refused, nothing sent: line %zu %s%s%s",
+		LABEL(w->h->sink), lineno, what, why ? ": " : "", why ? why : "");
 	fuse_reply_err(w->req, err);
 }
 
@@ -190,12 +204,12 @@ static void write_free(struct tfs_write *w)
 /* The op is over: answer it, leave the queue, start the next one. */
 static void write_end(struct tfs_write *w)
 {
-	struct tfs_stream *s = w->h->stream;
+	struct tfs_sink *sink = w->h->sink;
 
 	list_del(&w->node);
 	write_free(w);
-	s->sending = false;
-	start_next(s);
+	sink->sending = false;
+	start_next(sink);
 }
 
 static void write_succeeded(struct tfs_write *w)
@@ -219,14 +233,14 @@ static void write_succeeded(struct tfs_write *w)
 static void write_failed(struct tfs_write *w, const struct trigger_result *res)
 {
 	struct tfs_handle *h = w->h;
-	struct tfs_stream *s = h->stream;
+	struct tfs_sink *sink = h->sink;
 	int err = tfs_errno(res->code);
 
-	tfs_log(LOG_ERR, "run %s stream %s: send failed: %s (HTTP %ld: %s)%s",
-		s->run->id, s->name, trigger_strerror(res->code), res->status,
-		res->error, w->next ? "; the lines before it were sent" : "");
-	if (res->code == TRIGGER_E_RUN_FINISHED)
-		runs_finished(s->run, "a send was refused");
+	tfs_log(LOG_ERR, "%s: send failed: %s (HTTP %ld: %s)%s", LABEL(sink),
+		trigger_strerror(res->code), res->status, res->error,
+		w->next ? "; the lines before it were sent" : "");
+	if (res->code == TRIGGER_E_RUN_FINISHED && sink->run)
+		runs_finished(sink->run, "a send was refused");
 	if (res->code == TRIGGER_E_EXPIRED)
 		tfs_log(LOG_ERR, "the access token expired at %lld (Unix time)",
 			(long long)trigger_cred_exp(tfs.cred));
@@ -246,15 +260,40 @@ static void write_failed(struct tfs_write *w, const struct trigger_result *res)
 
 static void send_next(struct tfs_write *w);
 
+static void note_failure(struct tfs_write *w, size_t i,
+			 const struct trigger_result *res)
+{
+	if (i >= w->fail_at)
+		return;
+	w->fail_at = i;
+	w->fail = *res;
+	w->fail.body = NULL;
+	w->fail.headers = NULL;
+	w->fail.jwt = NULL;
+}
+
+/* Values are answered in the order submitted. */
 static void send_done(void *arg, const struct trigger_result *res)
 {
 	struct tfs_write *w = arg;
 
 	pthread_mutex_lock(&tfs.lock);
-	if (res->code != TRIGGER_OK) {
-		write_failed(w, res);
+	size_t i = w->from + w->answered++;   /* index of this value */
+
+	if (res->code != TRIGGER_OK)
+		note_failure(w, i, res);
+	else if (i < w->fail_at)
+		w->next = i + 1;
+	if (res->code == TRIGGER_OK && w->h->sink->kind == NODE_WAITPOINT)
+		waitpoint_sent(w->h->sink);
+	if (w->answered < w->submitted) {
+		pthread_mutex_unlock(&tfs.lock);
+		return;
+	}
+	if (w->fail_at != SIZE_MAX) {
+		write_failed(w, &w->fail);
 		write_end(w);
-	} else if (++w->next == w->nlines) {
+	} else if (w->next == w->nlines) {
 		write_succeeded(w);
 		write_end(w);
 	} else {
@@ -263,21 +302,59 @@ static void send_done(void *arg, const struct trigger_result *res)
 	pthread_mutex_unlock(&tfs.lock);
 }
 
-/* Called with tfs.lock held. */
+/* One value to where the sink's values go. */
+static int sink_send(struct tfs_write *w, const struct line *l)
+{
+	struct tfs_handle *h = w->h;
+	struct tfs_sink *sink = h->sink;
+	bool first = !h->wrote;
+
+	h->wrote = true;
+	switch (sink->kind) {
+	case NODE_OUTPUT:
+		/* The first value of an open asks for the stream's credentials
+		 * again, so that a finished run refuses it. */
+		return trigger_output_append(tfs.client, sink->run->id,
+					     sink->name, l->text, l->len, first,
+					     send_done, w);
+	case NODE_WAITPOINT:
+		return trigger_waitpoint_complete(tfs.client, sink->name,
+						  l->text, l->len, send_done, w);
+	default:
+		return trigger_send(tfs.client, sink->run->id, sink->name,
+				    l->text, l->len, send_done, w);
+	}
+}
+
+/* Called with tfs.lock held.  An input stream takes one value at a time
+ * (its sends are checked one by one); an output stream every value of the
+ * write at once: the client batches them, as the SDK's writer does. */
 static void send_next(struct tfs_write *w)
 {
-	struct tfs_stream *s = w->h->stream;
-	struct line *l = &w->lines[w->next];
-	int rc = trigger_send(tfs.client, s->run->id, s->name, l->text, l->len,
-			      send_done, w);
+	size_t n = w->h->sink->kind == NODE_OUTPUT ? w->nlines - w->next : 1;
 
-	if (rc) {
-		struct trigger_result res = { .code = rc };
+	w->from = w->next;
+	w->submitted = w->answered = 0;
+	w->fail_at = SIZE_MAX;
+	for (size_t i = 0; i < n; i++) {
+		int rc = sink_send(w, &w->lines[w->next + i]);
 
-		snprintf(res.error, sizeof(res.error), "refused before sending");
-		write_failed(w, &res);
-		write_end(w);
+		if (rc) {
+			struct trigger_result res = { .code = rc };
+
+			snprintf(res.error, sizeof(res.error), "%s",
+				 rc == TRIGGER_E_FORBIDDEN && w->h->sink->kind == NODE_OUTPUT
+				 ? "output streams take a secret key"
+				 : "refused before sending");
+			note_failure(w, w->next + i, &res);
+			break;
+		}
+		w->submitted++;
 	}
+	if (w->submitted)
+		return;
+	write_failed(w, &w->fail);
+	write_end(w);
 }
 
 /* Start a write or flush at the head of the queue. */
@@ -308,21 +385,21 @@ static void start(struct tfs_write *w)
 	send_next(w);
 }
 
-static void start_next(struct tfs_stream *s)
+static void start_next(struct tfs_sink *sink)
 {
-	if (s->sending || list_empty(&s->writes))
+	if (sink->sending || list_empty(&sink->writes))
 		return;
-	s->sending = true;
-	start(list_entry(s->writes.next, struct tfs_write, node));
+	sink->sending = true;
+	start(list_entry(sink->writes.next, struct tfs_write, node));
 }
 
 static void enqueue(struct tfs_write *w)
 {
-	struct tfs_stream *s = w->h->stream;
+	struct tfs_sink *sink = w->h->sink;
 
 	pthread_mutex_lock(&tfs.lock);
-	list_add_tail(&s->writes, &w->node);
-	start_next(s);
+	list_add_tail(&sink->writes, &w->node);
+	start_next(sink);
 	pthread_mutex_unlock(&tfs.lock);
 }
 
@@ -359,7 +436,7 @@ void writer_flush(fuse_req_t req, struct tfs_handle *h)
 void writer_release(struct tfs_handle *h)
 {
 	if (h->line_len && jsonline_end(&h->jl) != JSONLINE_EMPTY)
-		tfs_log(LOG_WARNING, "run %s stream %s: dropped an incomplete line of %zu bytes at close (not one JSON value)",
-			h->stream->run->id, h->stream->name, h->line_len);
+		tfs_log(LOG_WARNING, "%s: dropped an incomplete line of %zu bytes at close (not one JSON value)",
+			LABEL(h->sink), h->line_len);
 	drop_line(h);
 }
