@@ -1,0 +1,201 @@
+"""runs/<runId>/output/<streamId>: the run's realtime output stream.
+Reading is the observer's view (from the start for every open, blocking at
+the end, end of file once the run has finished, one subscription shared by
+every reader); writing appends each JSON value as one record, stored as the
+SDK's streams.writer stores it, so the SDK's streams.read gets the value
+itself."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import time
+import urllib.parse
+
+from devserver_ctl import SSE
+from mount_ctl import (Lines, blocked_cats, kill_group, mount, mount_factory,  # noqa: F401
+                       os_error, sh, spawn_sh)
+
+SDK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sdk")
+MIB = 1024 * 1024
+
+
+def output_path(run: str, stream: str) -> str:
+    return (f"/realtime/v1/streams/{urllib.parse.quote(run, safe='')}/"
+            f"{urllib.parse.quote(stream, safe='')}")
+
+
+def raw_records(server, run: str, stream: str, timeout: float = 10.0) -> list:
+    """The stored records (S2 records: seq_num, body) read through the
+    output stream's SSE route until caught up."""
+    out: list = []
+    deadline = time.monotonic() + timeout
+    with SSE(server, output_path(run, stream), None, {"Timeout-Seconds": "60"}, timeout) as s:
+        assert s.status == 200, (s.status, s.body())
+        for ev in s.events():
+            if ev.get("event") == "batch":
+                batch = json.loads(ev["data"])
+                out += batch["records"]
+                if out[-1]["seq_num"] + 1 >= batch["tail"]["seq_num"]:
+                    return out
+            elif ev.get("event") == "ping" and not out:
+                return out
+            if time.monotonic() > deadline:
+                break
+    raise AssertionError(f"output {run}/{stream} did not catch up within {timeout}s")
+
+
+def values(server, run: str, stream: str) -> list:
+    return [json.loads(r["body"])["data"] for r in raw_records(server, run, stream)]
+
+
+def sdk(server, script: str, env: dict, stdin: bytes = b"", timeout: float = 60) -> list:
+    full = {"TRIGGER_API_URL": server.url, "TRIGGER_SECRET_KEY": server.secret_key,
+            "SCRIPT": os.path.join(SDK_DIR, f"{script}.mjs")}
+    full.update(env)
+    r = sh('exec node "$SCRIPT"', env=full, input=stdin, timeout=timeout)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    return [json.loads(line) for line in r.stdout.decode().splitlines()]
+
+
+# ---- writing ---------------------------------------------------------------
+
+def test_echo_is_stored_as_the_sdk_stores_it(mount, server, run):
+    path = mount.path("runs", run, "output", "progress")
+    r = sh('echo \'{"pct":50}\' > "$O"', env={"O": path})
+    assert (r.returncode, r.stderr) == (0, b"")
+    # Stored before echo returned, as streams.writer stores a chunk: the
+    # record's body is {"data": <the value itself>, "id": <7 characters>}.
+    [rec] = raw_records(server, run, "progress")
+    body = json.loads(rec["body"])
+    assert body["data"] == {"pct": 50}
+    assert isinstance(body["id"], str) and len(body["id"]) == 7
+
+
+def test_sdk_streams_read_gets_objects_the_mount_wrote(mount, server, run):
+    path = mount.path("runs", run, "output", "progress")
+    r = sh('{ echo \'{"pct":10}\'; jq -n \'{pct: 20, note: "two"}\'; echo \'"a string" 3\'; } > "$O"',
+           env={"O": path})
+    assert r.returncode == 0, r.stderr
+    got = sdk(server, "output_read", {"RUN_ID": run, "STREAM_ID": "progress", "COUNT": "4"})
+    assert got == [{"type": "object", "value": {"pct": 10}},
+                   {"type": "object", "value": {"pct": 20, "note": "two"}},
+                   {"type": "string", "value": "a string"},
+                   {"type": "number", "value": 3}]
+
+
+def test_values_of_one_write_go_in_order_in_one_batch(mount, server, run):
+    path = mount.path("runs", run, "output", "batch")
+    data = "".join(json.dumps({"i": i}) + "\n" for i in range(200)).encode()
+    before = len(server.request_log_entries())
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        assert os.write(fd, data) == len(data)
+    finally:
+        os.close(fd)
+    assert values(server, run, "batch") == [{"i": i} for i in range(200)]
+    appends = [e for e in server.request_log_entries()[before:]
+               if e["method"] == "POST" and e["path"].endswith("/records")]
+    # One PUT for the credentials, then S2 appends: far fewer than values.
+    assert 1 <= len(appends) <= 3, appends
+
+
+def test_write_rules_bad_value_and_size(mount, server, run):
+    path = mount.path("runs", run, "output", "rules")
+    r = sh('printf \'1\\n{oops\\n3\\n\' > "$O"', env={"O": path})
+    assert r.returncode != 0
+    assert values(server, run, "rules") == [1]          # the value before it only
+    big = b'"' + b"x" * (MIB + 10) + b'"\n'
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        assert os_error(lambda: os.write(fd, big)) == errno.EFBIG
+    finally:
+        os.close(fd)
+    assert values(server, run, "rules") == [1]
+
+
+def test_public_token_cannot_write_but_can_read(mount_factory, server):
+    run, run_jwt = server.trigger_run()
+    m = mount_factory(token=run_jwt)
+    path = m.path("runs", run, "output", "s")
+    assert os_error(lambda: open(path, "w")) == errno.EACCES
+    assert os.stat(path).st_mode & 0o222 == 0
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert os_error(lambda: os.read(fd, 10)) == errno.EAGAIN
+    finally:
+        os.close(fd)
+
+
+def test_finished_run_refuses_writes(mount, server, run):
+    path = mount.path("runs", run, "output", "late")
+    assert sh('echo 1 > "$O"', env={"O": path}).returncode == 0
+    server.cancel(run)
+    # The credentials are asked for again at every open: the API refuses.
+    for tool in ('echo 2 > "$O"', 'echo 2 | tee "$O" >/dev/null', 'echo 2 | dd of="$O" 2>/dev/null'):
+        r = sh(tool, env={"O": path})
+        assert r.returncode != 0, tool
+    assert values(server, run, "late") == [1]
+
+
+# ---- reading ---------------------------------------------------------------
+
+def test_cat_follows_from_the_start_and_ends_with_the_run(mount, server, run):
+    path = mount.path("runs", run, "output", "chat")
+    assert sh('echo \'{"n":0}\' > "$O"', env={"O": path}).returncode == 0
+    cat = spawn_sh('exec cat "$O"', env={"O": path})
+    try:
+        lines = Lines(cat.stdout.fileno())
+        assert lines.next()[0] == '{"n":0}'
+        mount.wait_parked(1)
+        # What the SDK writes arrives too.
+        sdk(server, "output_write", {"RUN_ID": run, "STREAM_ID": "chat"},
+            stdin=b'{"n":1}\n{"n":2}\n')
+        assert [lines.next()[0] for _ in range(2)] == ['{"n":1}', '{"n":2}']
+        server.cancel(run)
+        assert cat.wait(15) == 0                       # end of file with the run
+    finally:
+        kill_group(cat)
+    # A new open reads everything again, from the start.
+    r = sh('cat "$O"', env={"O": path})
+    assert r.stdout == b'{"n":0}\n{"n":1}\n{"n":2}\n'
+
+
+def test_tail_f_and_one_subscription_for_all_readers(mount, server, run):
+    path = mount.path("runs", run, "output", "log")
+    procs = blocked_cats(mount, [path, path])
+    tail = spawn_sh('exec tail -n +1 -f "$O"', env={"O": path})
+    try:
+        mount.wait_parked(3)
+        assert mount.stats()["subscriptions"] == 1
+        assert sh('echo \'"hello"\' > "$O"', env={"O": path}).returncode == 0
+        assert Lines(tail.stdout.fileno()).next()[0] == '"hello"'
+        for p in procs:
+            assert Lines(p.stdout.fileno()).next()[0] == '"hello"'
+    finally:
+        for p in procs + [tail]:
+            kill_group(p)
+
+
+def test_nonblocking_and_poll(mount, server, run):
+    path = mount.path("runs", run, "output", "p")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert os_error(lambda: os.read(fd, 100)) == errno.EAGAIN
+        p = select.poll()
+        p.register(fd, select.POLLIN)
+        assert p.poll(200) == []
+        assert sh('echo 5 > "$O"', env={"O": path}).returncode == 0
+        assert p.poll(15000) == [(fd, select.POLLIN)]
+        assert os.read(fd, 100) == b"5\n"
+    finally:
+        os.close(fd)
+
+
+def test_listing_names_the_runs_output_streams(mount, server, run):
+    sh('echo 1 > "$O"', env={"O": mount.path("runs", run, "output", "made-here")})
+    sdk(server, "output_write", {"RUN_ID": run, "STREAM_ID": "by-sdk"}, stdin=b"1\n")
+    names = os.listdir(mount.path("runs", run, "output"))
+    assert "made-here" in names and "by-sdk" in names
