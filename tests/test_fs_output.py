@@ -17,8 +17,8 @@ import urllib.parse
 from devserver_ctl import SSE
 from mount_ctl import (Lines, blocked_cats, kill_group, mount, mount_factory,  # noqa: F401
                        os_error, sh, spawn_sh)
+from test_sdk import procs, sdk, sdk_installed  # noqa: F401
 
-SDK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sdk")
 MIB = 1024 * 1024
 
 
@@ -51,15 +51,6 @@ def values(server, run: str, stream: str) -> list:
     return [json.loads(r["body"])["data"] for r in raw_records(server, run, stream)]
 
 
-def sdk(server, script: str, env: dict, stdin: bytes = b"", timeout: float = 60) -> list:
-    full = {"TRIGGER_API_URL": server.url, "TRIGGER_SECRET_KEY": server.secret_key,
-            "SCRIPT": os.path.join(SDK_DIR, f"{script}.mjs")}
-    full.update(env)
-    r = sh('exec node "$SCRIPT"', env=full, input=stdin, timeout=timeout)
-    assert r.returncode == 0, (r.stdout, r.stderr)
-    return [json.loads(line) for line in r.stdout.decode().splitlines()]
-
-
 # ---- writing ---------------------------------------------------------------
 
 def test_echo_is_stored_as_the_sdk_stores_it(mount, server, run):
@@ -74,12 +65,12 @@ def test_echo_is_stored_as_the_sdk_stores_it(mount, server, run):
     assert isinstance(body["id"], str) and len(body["id"]) == 7
 
 
-def test_sdk_streams_read_gets_objects_the_mount_wrote(mount, server, run):
+def test_sdk_streams_read_gets_objects_the_mount_wrote(mount, server, run, sdk):
     path = mount.path("runs", run, "output", "progress")
     r = sh('{ echo \'{"pct":10}\'; jq -n \'{pct: 20, note: "two"}\'; echo \'"a string" 3\'; } > "$O"',
            env={"O": path})
     assert r.returncode == 0, r.stderr
-    got = sdk(server, "output_read", {"RUN_ID": run, "STREAM_ID": "progress", "COUNT": "4"})
+    got = sdk.run("output_read", RUN_ID=run, STREAM_ID="progress", COUNT=4)
     assert got == [{"type": "object", "value": {"pct": 10}},
                    {"type": "object", "value": {"pct": 20, "note": "two"}},
                    {"type": "string", "value": "a string"},
@@ -142,7 +133,7 @@ def test_finished_run_refuses_writes(mount, server, run):
 
 # ---- reading ---------------------------------------------------------------
 
-def test_cat_follows_from_the_start_and_ends_with_the_run(mount, server, run):
+def test_cat_follows_from_the_start_and_ends_with_the_run(mount, server, run, sdk):
     path = mount.path("runs", run, "output", "chat")
     assert sh('echo \'{"n":0}\' > "$O"', env={"O": path}).returncode == 0
     cat = spawn_sh('exec cat "$O"', env={"O": path})
@@ -151,8 +142,7 @@ def test_cat_follows_from_the_start_and_ends_with_the_run(mount, server, run):
         assert lines.next()[0] == '{"n":0}'
         mount.wait_parked(1)
         # What the SDK writes arrives too.
-        sdk(server, "output_write", {"RUN_ID": run, "STREAM_ID": "chat"},
-            stdin=b'{"n":1}\n{"n":2}\n')
+        sdk.run("output_write", ['{"n":1}', '{"n":2}'], RUN_ID=run, STREAM_ID="chat")
         assert [lines.next()[0] for _ in range(2)] == ['{"n":1}', '{"n":2}']
         server.cancel(run)
         assert cat.wait(15) == 0                       # end of file with the run
@@ -194,8 +184,8 @@ def test_nonblocking_and_poll(mount, server, run):
         os.close(fd)
 
 
-def test_listing_names_the_runs_output_streams(mount, server, run):
+def test_listing_names_the_runs_output_streams(mount, server, run, sdk):
     sh('echo 1 > "$O"', env={"O": mount.path("runs", run, "output", "made-here")})
-    sdk(server, "output_write", {"RUN_ID": run, "STREAM_ID": "by-sdk"}, stdin=b"1\n")
+    sdk.run("output_write", ["1"], RUN_ID=run, STREAM_ID="by-sdk")
     names = os.listdir(mount.path("runs", run, "output"))
     assert "made-here" in names and "by-sdk" in names

@@ -15,7 +15,8 @@ import time
 
 from devserver_ctl import NOAUTH, wait_for
 from mount_ctl import (blocked_cats, kill_group, mount, mount_factory,  # noqa: F401
-                       os_error, sh, spawn_sh)
+                       os_error, sh)
+from test_sdk import procs, sdk, sdk_installed  # noqa: F401
 
 TOKENS = "/api/v1/waitpoints/tokens"
 
@@ -66,15 +67,11 @@ def test_blocked_cat_is_released_by_the_api(mount, server):
         kill_group(cat)
 
 
-def test_sdk_complete_token_releases_cat(mount, server, tmp_path):
+def test_sdk_complete_token_releases_cat(mount, server, sdk):
     wp, _, _ = create(server)
     [cat] = blocked_cats(mount, [mount.path("waitpoints", wp)])
     try:
-        env = {"TRIGGER_API_URL": server.url, "TRIGGER_SECRET_KEY": server.secret_key,
-               "ACTION": "complete", "WAITPOINT_ID": wp, "DATA": '{"from":"sdk"}'}
-        r = sh('exec node "$SCRIPT"', env=dict(env, SCRIPT=sdk_script("waitpoint_token")),
-               timeout=60)
-        assert r.returncode == 0, (r.stdout, r.stderr)
+        sdk.run("waitpoint_token", ACTION="complete", WAITPOINT_ID=wp, DATA='{"from":"sdk"}')
         out, err = cat.communicate(timeout=15)
         assert (cat.returncode, out) == (0, b'{"from":"sdk"}\n'), err
     finally:
@@ -200,16 +197,9 @@ def test_run_token_cannot_complete(mount_factory, server):
     assert retrieve(server, wp)["status"] == "WAITING"
 
 
-def sdk_script(name: str) -> str:
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "sdk", f"{name}.mjs")
-
-
-def test_sdk_created_token(mount, server, tmp_path):
-    env = {"TRIGGER_API_URL": server.url, "TRIGGER_SECRET_KEY": server.secret_key,
-           "ACTION": "create", "TIMEOUT": "10m", "SCRIPT": sdk_script("waitpoint_token")}
-    r = sh('exec node "$SCRIPT"', env=env, timeout=60)
-    assert r.returncode == 0, (r.stdout, r.stderr)
-    wp = json.loads(r.stdout)["id"]
+def test_sdk_created_token(mount, server, sdk):
+    [out] = sdk.run("waitpoint_token", ACTION="create", TIMEOUT="10m")
+    wp = out["id"]
     wait_for(lambda: wp in os.listdir(mount.path("waitpoints")), 10, what="token listed")
     assert sh("echo 42 > \"$W\"", env={"W": mount.path("waitpoints", wp)}).returncode == 0
     assert json.loads(retrieve(server, wp)["output"]) == 42
