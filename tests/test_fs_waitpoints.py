@@ -115,7 +115,7 @@ def test_reader_on_the_mount_sees_its_own_write(mount, server):
     path = mount.path("waitpoints", wp)
     [cat] = blocked_cats(mount, [path])
     try:
-        assert sh("jq -n '{n: 7}' > \"$W\"", env={"W": path}).returncode == 0
+        assert sh("jq -cn '{n: 7}' > \"$W\"", env={"W": path}).returncode == 0
         out, err = cat.communicate(timeout=15)
         assert (cat.returncode, out) == (0, b'{"n":7}\n'), err
     finally:
