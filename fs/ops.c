@@ -23,16 +23,9 @@ static struct tfs_handle *handle_of(struct fuse_file_info *fi)
 
 static void reply_entry(fuse_req_t req, fuse_ino_t ino, double timeout)
 {
-	struct fuse_entry_param e;
-
-	memset(&e, 0, sizeof(e));
-	e.ino = ino;
-	e.entry_timeout = DIR_TIMEOUT;
-	e.attr_timeout = timeout;
 	pthread_mutex_lock(&tfs.lock);
-	tree_attr(tree_node(ino), &e.attr);
+	tree_reply_entry(req, ino, timeout);
 	pthread_mutex_unlock(&tfs.lock);
-	fuse_reply_entry(req, &e);
 }
 
 static void tfs_init(void *userdata, struct fuse_conn_info *conn)

@@ -63,18 +63,6 @@ void runs_learned(struct tfs_run *run, const json_t *body)
 	runs_finished(run, st ? st : "isCompleted");
 }
 
-static void reply_entry(fuse_req_t req, fuse_ino_t ino)
-{
-	struct fuse_entry_param e;
-
-	memset(&e, 0, sizeof(e));
-	e.ino = ino;
-	e.attr_timeout = 1.0;
-	e.entry_timeout = 1.0;
-	tree_attr(tree_node(ino), &e.attr);
-	fuse_reply_entry(req, &e);
-}
-
 /* The API's answer decides; a credential that may write to the run but not
  * read it cannot ask, so it is taken at its word. */
 static int check_result(struct tfs_run *run, const struct trigger_result *res)
@@ -121,7 +109,7 @@ static void check_done(void *arg, const struct trigger_result *res)
 		if (err)
 			fuse_reply_err(l->req, err);
 		else
-			reply_entry(l->req, run->ino_dir);
+			tree_reply_entry(l->req, run->ino_dir, 1.0);
 		free(l);
 	}
 	pthread_mutex_unlock(&tfs.lock);
@@ -135,7 +123,7 @@ void runs_lookup(fuse_req_t req, const char *id)
 	struct tfs_run *run = tree_run(id, true);
 
 	if (run->state == RUN_EXISTS) {
-		reply_entry(req, run->ino_dir);
+		tree_reply_entry(req, run->ino_dir, 1.0);
 		goto out;
 	}
 	if (run->state == RUN_MISSING && tfs_now() - run->checked_at < MISSING_TTL) {

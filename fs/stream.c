@@ -225,7 +225,7 @@ static void on_interrupt(fuse_req_t req, void *data)
 	pthread_mutex_unlock(&tfs.lock);
 }
 
-static double park_timeout(enum waiter_kind kind, int *err)
+double stream_park_timeout(enum waiter_kind kind, int *err)
 {
 	double t = kind == WAIT_READ ? tfs.read_timeout : tfs.open_timeout;
 
@@ -240,7 +240,7 @@ static double park_timeout(enum waiter_kind kind, int *err)
 
 static void park(struct tfs_waiter *w)
 {
-	double t = park_timeout(w->kind, &(int){0});
+	double t = stream_park_timeout(w->kind, &(int){0});
 
 	w->deadline = t > 0 ? tfs_now() + t : 0;
 	list_add_tail(&w->stream->waiters, &w->snode);
@@ -539,7 +539,7 @@ void stream_expire(double now)
 	for (int kind = 0; kind < 2; kind++) {
 		int err;
 
-		park_timeout(kind, &err);
+		stream_park_timeout(kind, &err);
 		while (!list_empty(&tfs.deadlines[kind])) {
 			struct tfs_waiter *w = list_entry(tfs.deadlines[kind].next,
 							  struct tfs_waiter, dnode);

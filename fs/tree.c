@@ -164,14 +164,17 @@ struct tfs_stream *tree_stream(struct tfs_run *run, const char *name,
 	return tree_stream_of(run, name, false, create);
 }
 
-static mode_t input_mode(const struct tfs_run *run)
+/* The mode shows what the credential allows; the owner may write. */
+static mode_t stream_mode(const struct tfs_node *node)
 {
-	mode_t mode = S_IFREG | 0444;
+	bool w = node->kind == NODE_INPUT
+		 ? trigger_cred_allows(tfs.cred, "write", "inputStreams",
+				       node->run->id)
+		 : node->kind == NODE_OUTPUT
+		 /* Writing takes a secret key, as the SDK's writer does. */
+		 ? trigger_cred_is_secret(tfs.cred) : false;
 
-	/* The mode shows what the credential allows; the owner may write. */
-	if (trigger_cred_allows(tfs.cred, "write", "inputStreams", run->id))
-		mode |= 0200;
-	return mode;
+	return S_IFREG | 0444 | (w ? 0200 : 0);
 }
 
 void tree_attr(const struct tfs_node *node, struct stat *st)
@@ -185,18 +188,8 @@ void tree_attr(const struct tfs_node *node, struct stat *st)
 	switch (node->kind) {
 	case NODE_INPUT:
 	case NODE_LOG:
-		st->st_mode = node->kind == NODE_INPUT ? input_mode(node->run)
-						       : S_IFREG | 0444;
-		st->st_nlink = 1;
-		st->st_size = node->stream->len;
-		st->st_blocks = (st->st_size + 511) / 512;
-		if (node->stream->mtime)
-			st->st_mtime = st->st_ctime = node->stream->mtime;
-		break;
 	case NODE_OUTPUT:
-		/* Writing takes a secret key, as the SDK's writer does. */
-		st->st_mode = S_IFREG | 0444 |
-			      (trigger_cred_is_secret(tfs.cred) ? 0200 : 0);
+		st->st_mode = stream_mode(node);
 		st->st_nlink = 1;
 		st->st_size = node->stream->len;
 		st->st_blocks = (st->st_size + 511) / 512;
@@ -216,6 +209,19 @@ void tree_attr(const struct tfs_node *node, struct stat *st)
 		st->st_nlink = 2;
 		break;
 	}
+}
+
+/* Called with tfs.lock held. */
+void tree_reply_entry(fuse_req_t req, fuse_ino_t ino, double attr_timeout)
+{
+	struct fuse_entry_param e;
+
+	memset(&e, 0, sizeof(e));
+	e.ino = ino;
+	e.attr_timeout = attr_timeout;
+	e.entry_timeout = 1.0;
+	tree_attr(tree_node(ino), &e.attr);
+	fuse_reply_entry(req, &e);
 }
 
 /* ---- directory listings ------------------------------------------------ */

@@ -298,6 +298,7 @@ struct tfs_stream *tree_stream_of(struct tfs_run *run, const char *name,
 				  bool output, bool create);
 bool tree_valid_name(const char *name);
 void tree_attr(const struct tfs_node *node, struct stat *st);
+void tree_reply_entry(fuse_req_t req, fuse_ino_t ino, double attr_timeout);
 void tree_for_each_run(void (*fn)(struct tfs_run *run, void *arg), void *arg);
 
 /* A directory's entries, snapshot at opendir. */
@@ -337,6 +338,9 @@ void stream_run_finished(struct tfs_stream *s);
 void stream_expire(double now);
 void stream_shutdown(void);
 void stream_waitpoint(struct tfs_stream *s);
+/* How long a parked request of this kind may wait, 0: forever; *err is
+ * what it gets then. */
+double stream_park_timeout(enum waiter_kind kind, int *err);
 
 /* writer.c */
 void writer_write(fuse_req_t req, struct tfs_handle *h, const char *buf,

@@ -135,18 +135,6 @@ static void update_waited(struct tfs_waitpoint *wp)
 
 /* ---- answering what waits ----------------------------------------------- */
 
-static void reply_entry(fuse_req_t req, fuse_ino_t ino)
-{
-	struct fuse_entry_param e;
-
-	memset(&e, 0, sizeof(e));
-	e.ino = ino;
-	e.attr_timeout = 0;
-	e.entry_timeout = 1.0;
-	tree_attr(tree_node(ino), &e.attr);
-	fuse_reply_entry(req, &e);
-}
-
 /* A read now, if the token's state allows; false when it must wait. */
 static bool read_answer(fuse_req_t req, struct tfs_handle *h, size_t size,
 			off_t off, int flags)
@@ -233,7 +221,7 @@ static void ask_finish(struct tfs_waitpoint *wp, struct wp_ask *a, int err)
 	} else if (a->open) {
 		reply_open(wp, a->req, &a->fi);
 	} else {
-		reply_entry(a->req, wp->ino);
+		tree_reply_entry(a->req, wp->ino, 0);
 	}
 	free(a);
 }
@@ -366,10 +354,10 @@ void waitpoints_lookup(fuse_req_t req, const char *id)
 	if (wp->state == WP_MISSING && tfs_now() - wp->checked_at < MISSING_TTL)
 		fuse_reply_err(req, ENOENT);
 	else if (wp->state != WP_UNKNOWN && wp->state != WP_MISSING)
-		reply_entry(req, wp->ino);
+		tree_reply_entry(req, wp->ino, 0);
 	else if (!can_read())
 		/* Cannot ask: taken at its word, as a write will tell. */
-		reply_entry(req, wp->ino);
+		tree_reply_entry(req, wp->ino, 0);
 	else
 		ask_park(wp, req, NULL);
 	pthread_mutex_unlock(&tfs.lock);
@@ -483,20 +471,6 @@ static void on_interrupt(fuse_req_t req, void *data)
 	pthread_mutex_unlock(&tfs.lock);
 }
 
-/* As stream.c parks: -o timeout= ends a wait with ETIMEDOUT; the kernel's
- * FUSE request timeout, if shorter, with EINTR before it (retried). */
-static double read_deadline(int *err)
-{
-	double t = tfs.read_timeout;
-
-	*err = ETIMEDOUT;
-	if (tfs.park_limit > 0 && (t == 0 || tfs.park_limit < t)) {
-		t = tfs.park_limit;
-		*err = EINTR;
-	}
-	return t > 0 ? tfs_now() + t : 0;
-}
-
 void waitpoint_read(fuse_req_t req, struct tfs_handle *h, size_t size,
 		    off_t off, int flags)
 {
@@ -521,7 +495,11 @@ void waitpoint_read(fuse_req_t req, struct tfs_handle *h, size_t size,
 		r->h = h;
 		r->size = size;
 		r->off = off;
-		r->deadline = read_deadline(&r->deadline_err);
+		/* As stream.c parks a read: -o timeout=, or EINTR before the
+		 * kernel's FUSE request timeout. */
+		double t = stream_park_timeout(WAIT_READ, &r->deadline_err);
+
+		r->deadline = t > 0 ? tfs_now() + t : 0;
 		list_add_tail(&wp->readers, &r->node);
 		tfs.parked[WAIT_READ]++;
 		update_waited(wp);
