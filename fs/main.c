@@ -45,15 +45,42 @@ static const struct fuse_opt option_spec[] = {
 	FUSE_OPT_KEY("token=", KEY_SECRET_IN_ARGV),
 	FUSE_OPT_KEY("access_token=", KEY_SECRET_IN_ARGV),
 	FUSE_OPT_KEY("secret_key=", KEY_SECRET_IN_ARGV),
+	/* Words of fstab and mount(8) that mean nothing to a FUSE daemon:
+	 * mount.fuse3 drops most, a unit or a direct call may pass them. */
+	FUSE_OPT_KEY("_netdev", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("nofail", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("noauto", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("user", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("nouser", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("users", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("owner", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("group", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("comment=", FUSE_OPT_KEY_DISCARD),
 	FUSE_OPT_END
 };
 
 static int option_proc(void *data, const char *arg, int key,
 		       struct fuse_args *outargs)
 {
-	(void)data;
-	(void)arg;
+	struct tfs_options *o = data;
+
 	(void)outargs;
+	if (key == FUSE_OPT_KEY_NONOPT) {
+		/* Kept until all are seen: with one it is the mount point,
+		 * with two the first is the API URL (see take_positionals). */
+		if (o->npositional == 2) {
+			fprintf(stderr, "triggerfs: unexpected argument %s (usage: triggerfs [API_URL] MOUNTPOINT [-o OPTIONS])\n", arg);
+			return -1;
+		}
+		o->positional[o->npositional++] = xstrdup(arg);
+		return 0;
+	}
+	/* x-systemd.automount, x-mount.mkdir, ...: for other programs; and
+	 * the empty "-o ${OPTIONS}" of a unit whose OPTIONS is empty. */
+	if (key == FUSE_OPT_KEY_OPT && (!strncmp(arg, "x-", 2) || !*arg))
+		return 0;
 	if (key == KEY_SECRET_IN_ARGV) {
 		fprintf(stderr, "triggerfs: refusing a credential on the command line (anyone can read it there); use -o token_file=/-o secret_key_file= or TRIGGER_ACCESS_TOKEN/TRIGGER_SECRET_KEY\n");
 		return -1;
@@ -63,8 +90,10 @@ static int option_proc(void *data, const char *arg, int key,
 
 static void usage(const char *prog)
 {
-	printf("usage: %s [options] MOUNTPOINT\n\n"
-	       "Trigger.dev input streams as files: runs/<runId>/input/<streamId>.\n\n"
+	printf("usage: %s [options] [API_URL] MOUNTPOINT\n\n"
+	       "Trigger.dev input streams as files: runs/<runId>/input/<streamId>.\n"
+	       "As mount(8) and fstab do: mount -t fuse.triggerfs API_URL MOUNTPOINT\n"
+	       "-o secret_key_file=PATH (API_URL \"triggerfs\" means the default).\n\n"
 	       "triggerfs options:\n"
 	       "    -o api_url=URL          API base URL (default $TRIGGER_API_URL,\n"
 	       "                            else https://api.trigger.dev)\n"
@@ -332,6 +361,36 @@ static int configure(struct tfs_options *o, double *send_to)
 	return 0;
 }
 
+/* "triggerfs [API_URL] MOUNTPOINT": the mount point goes back to
+ * fuse_parse_cmdline() (which checks it), the URL becomes -o api_url and,
+ * as the source mount(8) was given, the fsname: the same source in
+ * mountinfo as in fstab is how "mount -a" sees it is already mounted. */
+static int take_positionals(struct fuse_args *args, struct tfs_options *o)
+{
+	const char *source = o->npositional == 2 ? o->positional[0] : "";
+	char *esc = NULL, *opt = NULL;
+	int r;
+
+	if (o->npositional)
+		fuse_opt_add_arg(args, o->positional[o->npositional - 1]);
+	/* "triggerfs" (or an empty API_URL in a unit): the default URL. */
+	if (*source && strcmp(source, "triggerfs") != 0) {
+		if (o->api_url) {
+			fprintf(stderr, "triggerfs: the API URL is given twice (%s and -o api_url=%s); give one\n",
+				source, o->api_url);
+			return -1;
+		}
+		o->api_url = xstrdup(source);
+	}
+	if (fuse_opt_add_opt_escaped(&esc, *source ? source : "triggerfs") ||
+	    asprintf(&opt, "-ofsname=%s,subtype=triggerfs", esc) < 0)
+		abort();
+	r = fuse_opt_add_arg(args, opt);
+	free(esc);
+	free(opt);
+	return r;
+}
+
 static void make_tree(void)
 {
 	fuse_ino_t root = tree_new_node(NODE_ROOT, NULL, NULL);
@@ -358,6 +417,7 @@ static int serve(struct fuse_cmdline_opts *fo, struct tfs_options *o,
 		return 1;
 	tfs_log(LOG_INFO, "mounted %s on %s", trigger_client_url(tfs.client),
 		tfs.mountpoint);
+	notify_ready(trigger_client_url(tfs.client), tfs.mountpoint);
 	if (fo->singlethread) {
 		ret = fuse_session_loop(tfs.se);
 	} else {
@@ -367,6 +427,7 @@ static int serve(struct fuse_cmdline_opts *fo, struct tfs_options *o,
 		ret = fuse_session_loop_mt(tfs.se, cfg);
 		fuse_loop_cfg_destroy(cfg);
 	}
+	notify_stopping();
 	/* Readers get an error now, not when the network answers. */
 	stream_shutdown();
 	watch_stop();
@@ -387,6 +448,7 @@ int main(int argc, char *argv[])
 	memset(&o, 0, sizeof(o));
 	memset(&fo, 0, sizeof(fo));
 	if (fuse_opt_parse(&args, &o, option_spec, option_proc) != 0 ||
+	    take_positionals(&args, &o) != 0 ||
 	    fuse_parse_cmdline(&args, &fo) != 0)
 		goto out;
 	if (fo.show_help) {
@@ -403,13 +465,12 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 	if (!fo.mountpoint) {
-		fprintf(stderr, "usage: %s [options] MOUNTPOINT (see --help)\n", argv[0]);
+		fprintf(stderr, "usage: %s [options] [API_URL] MOUNTPOINT (see --help)\n", argv[0]);
 		goto out;
 	}
 	tfs.mountpoint = fo.mountpoint;
 	if (check_mountpoint(fo.mountpoint) || configure(&o, &send_to))
 		goto out;
-	fuse_opt_add_arg(&args, "-ofsname=triggerfs,subtype=triggerfs");
 	make_tree();
 	tfs.se = fuse_session_new(&args, &tfs_ops, sizeof(tfs_ops), NULL);
 	if (!tfs.se)
@@ -426,6 +487,8 @@ out:
 	if (tfs.cred)
 		trigger_cred_free(tfs.cred);
 	free(fo.mountpoint);
+	free(o.positional[0]);
+	free(o.positional[1]);
 	free(o.api_url);
 	free(o.token_file);
 	free(o.secret_key_file);

@@ -247,6 +247,8 @@ struct tfs_options {
 	int insecure_http;
 	int show_help;
 	int show_version;
+	char *positional[2];         /* [API_URL] MOUNTPOINT, as mount(8) runs us */
+	int npositional;
 };
 
 struct tfs {
@@ -280,6 +282,10 @@ void tfs_log_init(bool foreground, bool debug);
 void tfs_log(int priority, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void tfs_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* notify.c: readiness for systemd (Type=notify) */
+void notify_ready(const char *url, const char *mountpoint);
+void notify_stopping(void);
 
 /* errmap.c: the one table from API outcomes to errno */
 int tfs_errno(trigger_code code);
