@@ -265,12 +265,13 @@ static char *batch_body(struct out_item *it, size_t n)
 {
 	json_t *recs = json_array(), *o = json_pack("{s:o}", "records", recs);
 	char *text;
+	size_t done = 0;
 
-	for (; o && it && n--; it = it->next)
+	for (; o && it && done < n; it = it->next, done++)
 		if (json_array_append_new(recs, json_pack("{s:s%}", "body",
 							  it->json, it->len)))
 			break;  /* not UTF-8, or no memory: no batch */
-	text = o && n == (size_t)-1 ? json_dumps(o, JSON_COMPACT) : NULL;
+	text = o && done == n ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
 	return text;
 }
