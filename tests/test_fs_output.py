@@ -12,9 +12,7 @@ import json
 import os
 import select
 import time
-import urllib.parse
 
-from devserver_ctl import SSE
 from mount_ctl import (Lines, blocked_cats, kill_group, mount, mount_factory,  # noqa: F401
                        os_error, sh, spawn_sh)
 from test_sdk import procs, sdk, sdk_installed  # noqa: F401
@@ -22,33 +20,12 @@ from test_sdk import procs, sdk, sdk_installed  # noqa: F401
 MIB = 1024 * 1024
 
 
-def output_path(run: str, stream: str) -> str:
-    return (f"/realtime/v1/streams/{urllib.parse.quote(run, safe='')}/"
-            f"{urllib.parse.quote(stream, safe='')}")
-
-
-def raw_records(server, run: str, stream: str, timeout: float = 10.0) -> list:
-    """The stored records (S2 records: seq_num, body) read through the
-    output stream's SSE route until caught up."""
-    out: list = []
-    deadline = time.monotonic() + timeout
-    with SSE(server, output_path(run, stream), None, {"Timeout-Seconds": "60"}, timeout) as s:
-        assert s.status == 200, (s.status, s.body())
-        for ev in s.events():
-            if ev.get("event") == "batch":
-                batch = json.loads(ev["data"])
-                out += batch["records"]
-                if out[-1]["seq_num"] + 1 >= batch["tail"]["seq_num"]:
-                    return out
-            elif ev.get("event") == "ping" and not out:
-                return out
-            if time.monotonic() > deadline:
-                break
-    raise AssertionError(f"output {run}/{stream} did not catch up within {timeout}s")
+def raw_records(server, run: str, stream: str) -> list:
+    return server.raw_records(run, stream, output=True)
 
 
 def values(server, run: str, stream: str) -> list:
-    return [json.loads(r["body"])["data"] for r in raw_records(server, run, stream)]
+    return [v for _, v in server.records(run, stream, output=True)]
 
 
 # ---- writing ---------------------------------------------------------------
@@ -67,7 +44,7 @@ def test_echo_is_stored_as_the_sdk_stores_it(mount, server, run):
 
 def test_sdk_streams_read_gets_objects_the_mount_wrote(mount, server, run, sdk):
     path = mount.path("runs", run, "output", "progress")
-    r = sh('{ echo \'{"pct":10}\'; jq -n \'{pct: 20, note: "two"}\'; echo \'"a string" 3\'; } > "$O"',
+    r = sh('{ echo \'{"pct":10}\'; jq -cn \'{pct: 20, note: "two"}\'; echo \'"a string" 3\'; } > "$O"',
            env={"O": path})
     assert r.returncode == 0, r.stderr
     got = sdk.run("output_read", RUN_ID=run, STREAM_ID="progress", COUNT=4)
@@ -133,7 +110,7 @@ def test_finished_run_refuses_writes(mount, server, run):
 
 # ---- reading ---------------------------------------------------------------
 
-def test_cat_follows_from_the_start_and_ends_with_the_run(mount, server, run, sdk):
+def test_cat_follows_from_the_start_and_ends_with_the_run(mount, server, run):
     path = mount.path("runs", run, "output", "chat")
     assert sh('echo \'{"n":0}\' > "$O"', env={"O": path}).returncode == 0
     cat = spawn_sh('exec cat "$O"', env={"O": path})
@@ -141,8 +118,9 @@ def test_cat_follows_from_the_start_and_ends_with_the_run(mount, server, run, sd
         lines = Lines(cat.stdout.fileno())
         assert lines.next()[0] == '{"n":0}'
         mount.wait_parked(1)
-        # What the SDK writes arrives too.
-        sdk.run("output_write", ['{"n":1}', '{"n":2}'], RUN_ID=run, STREAM_ID="chat")
+        # What a task writes (S2 appends as streams.writer makes them)
+        # arrives too.
+        server.write_output(run, "chat", [{"n": 1}, {"n": 2}])
         assert [lines.next()[0] for _ in range(2)] == ['{"n":1}', '{"n":2}']
         server.cancel(run)
         assert cat.wait(15) == 0                       # end of file with the run
@@ -184,8 +162,8 @@ def test_nonblocking_and_poll(mount, server, run):
         os.close(fd)
 
 
-def test_listing_names_the_runs_output_streams(mount, server, run, sdk):
+def test_listing_names_the_runs_output_streams(mount, server, run):
     sh('echo 1 > "$O"', env={"O": mount.path("runs", run, "output", "made-here")})
-    sdk.run("output_write", ["1"], RUN_ID=run, STREAM_ID="by-sdk")
+    server.write_output(run, "by-task", [1])
     names = os.listdir(mount.path("runs", run, "output"))
-    assert "made-here" in names and "by-sdk" in names
+    assert "made-here" in names and "by-task" in names
