@@ -10,8 +10,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pty
 import select
-import time
+import subprocess
 
 from mount_ctl import (Lines, blocked_cats, kill_group, mount, mount_factory,  # noqa: F401
                        os_error, sh, spawn_sh)
@@ -44,7 +45,7 @@ def test_echo_is_stored_as_the_sdk_stores_it(mount, server, run):
 
 def test_sdk_streams_read_gets_objects_the_mount_wrote(mount, server, run, sdk):
     path = mount.path("runs", run, "output", "progress")
-    r = sh('{ echo \'{"pct":10}\'; jq -cn \'{pct: 20, note: "two"}\'; echo \'"a string" 3\'; } > "$O"',
+    r = sh('{ echo \'{"pct":10}\'; jq -cn \'{pct: 20, note: "two"}\'; echo \'"a string"\'; echo 3; } > "$O"',
            env={"O": path})
     assert r.returncode == 0, r.stderr
     got = sdk.run("output_read", RUN_ID=run, STREAM_ID="progress", COUNT=4)
@@ -72,9 +73,20 @@ def test_values_of_one_write_go_in_order_in_one_batch(mount, server, run):
 
 def test_write_rules_bad_value_and_size(mount, server, run):
     path = mount.path("runs", run, "output", "rules")
-    r = sh('printf \'1\\n{oops\\n3\\n\' > "$O"', env={"O": path})
-    assert r.returncode != 0
-    assert values(server, run, "rules") == [1]          # the value before it only
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        # Refused whole, or short (the value before it stored) and the next
+        # write refused: never anything from the bad value on.
+        try:
+            n = os.write(fd, b'1\n{oops\n3\n')
+            assert n == 2
+            assert os_error(lambda: os.write(fd, b'4\n')) == errno.EINVAL
+        except OSError as e:
+            assert e.errno == errno.EINVAL
+    finally:
+        os.close(fd)
+    assert values(server, run, "rules") in ([], [1])
+    assert sh('echo 1 > "$O"', env={"O": path}).returncode == 0
     big = b'"' + b"x" * (MIB + 10) + b'"\n'
     fd = os.open(path, os.O_WRONLY)
     try:
@@ -132,19 +144,34 @@ def test_cat_follows_from_the_start_and_ends_with_the_run(mount, server, run):
 
 
 def test_tail_f_and_one_subscription_for_all_readers(mount, server, run):
+    """`tail -f` as a person runs it, on a terminal (stdout line-buffered;
+    into a pipe tail buffers what it reads before the file's end, so
+    pipelines use cat or `stdbuf -oL tail -f`)."""
     path = mount.path("runs", run, "output", "log")
+    server.write_output(run, "log", ["before"])
     procs = blocked_cats(mount, [path, path])
-    tail = spawn_sh('exec tail -n +1 -f "$O"', env={"O": path})
+    tails = []
     try:
-        mount.wait_parked(3)
+        for argv in (["tail", "-f", path], ["stdbuf", "-oL", "tail", "-n", "+1", "-f", path]):
+            master, slave = pty.openpty()
+            tails.append((subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=slave,
+                                           stderr=slave, start_new_session=True), master))
+            os.close(slave)
+        mount.wait_parked(4)
         assert mount.stats()["subscriptions"] == 1
         assert sh('echo \'"hello"\' > "$O"', env={"O": path}).returncode == 0
-        assert Lines(tail.stdout.fileno()).next()[0] == '"hello"'
+        for tail, master in tails:
+            lines = Lines(master)
+            assert [lines.next()[0].rstrip("\r") for _ in range(2)] == ['"before"', '"hello"']
         for p in procs:
-            assert Lines(p.stdout.fileno()).next()[0] == '"hello"'
+            lines = Lines(p.stdout.fileno())
+            assert [lines.next()[0] for _ in range(2)] == ['"before"', '"hello"']
     finally:
-        for p in procs + [tail]:
+        for p in procs:
             kill_group(p)
+        for tail, master in tails:
+            kill_group(tail)
+            os.close(master)
 
 
 def test_nonblocking_and_poll(mount, server, run):
