@@ -129,6 +129,19 @@ def test_finished_run_refuses_writes(mount, server, run):
 
 # ---- reading ---------------------------------------------------------------
 
+def test_cat_gets_what_the_sdk_writer_wrote(mount, server, run, sdk):
+    path = mount.path("runs", run, "output", "sdk")
+    cat = spawn_sh('exec cat "$O"', env={"O": path})
+    try:
+        mount.wait_parked(1)
+        out = sdk.run("output_write", ['{"step":1}', '"two"', "3"], RUN_ID=run, STREAM_ID="sdk")
+        assert out[0]["written"] == 3
+        lines = Lines(cat.stdout.fileno())
+        assert [lines.next()[0] for _ in range(3)] == ['{"step":1}', '"two"', "3"]
+    finally:
+        kill_group(cat)
+
+
 def test_cat_follows_from_the_start_and_ends_with_the_run(mount, server, run):
     path = mount.path("runs", run, "output", "chat")
     assert sh('echo \'{"n":0}\' > "$O"', env={"O": path}).returncode == 0

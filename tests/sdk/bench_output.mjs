@@ -3,8 +3,8 @@
 // StandardRealtimeStreamsManager from @trigger.dev/core registered as the
 // global manager, then the public `streams.writer(key, { target: runId })`,
 // so what is measured is the SDK's own writer: the PUT for S2 credentials,
-// StreamsWriterV2 and its S2 append session, BatchTransform lingering
-// X-S2-Flush-Interval-Ms.
+// StreamsWriterV2 and its S2 append session (fetch transport: lib.mjs),
+// BatchTransform lingering X-S2-Flush-Interval-Ms.
 //   MODE=send:    every line of RECORDS_FILE written to RUN_ID's output
 //                 stream STREAM_ID by one writer; timed from the first write
 //                 until waitUntilComplete() (all acknowledged).
@@ -18,9 +18,10 @@ import { readFileSync } from "node:fs";
 import { streams } from "@trigger.dev/sdk";
 import { apiClientManager, realtimeStreams } from "@trigger.dev/core/v3";
 import { StandardRealtimeStreamsManager } from "@trigger.dev/core/v3/workers";
-import { configureFromEnv, describeError, fail, need, out } from "./lib.mjs";
+import { configureFromEnv, describeError, fail, need, out, s2FetchTransport } from "./lib.mjs";
 
 configureFromEnv();
+s2FetchTransport();
 realtimeStreams.setGlobalManager(new StandardRealtimeStreamsManager(
   apiClientManager.clientOrThrow(), apiClientManager.baseURL));
 const runId = need("RUN_ID");
