@@ -1,8 +1,13 @@
 /*
  * Requests on the event thread: the credential for each attempt (a secret
- * key is sent only to the claims endpoint; everything else carries a JWT
- * minted for exactly its scopes and cached), attempts retried with backoff
- * until the request's deadline, one send at a time per (run, stream) so
+ * key is sent only to the routes that take nothing else, the claims and
+ * public-token routes; everything else carries a JWT for exactly its
+ * scopes, cached: minted on the server's clock with a root key, asked of
+ * the API with an additional key, whose signatures the server does not
+ * accept), attempts retried with backoff until the request's deadline
+ * (a 429 waits for its reset, a 404 the server marks x-should-retry is
+ * retried for a while, and a public token's requests under /api/ are
+ * paced to its rate limit), one send at a time per (run, stream) so
  * they are stored in the order submitted, a send whose outcome is unknown
  * looked up in its stream before it is repeated (the API stores a repeated
  * send twice), and the public request functions, which build everything
@@ -21,6 +26,10 @@
 
 #define JWT_LIFETIME_S 300
 #define JWT_RENEW_S 60          /* re-mint when less than this remains */
+#define JWT_STILL_OK_S 5        /* an old token is used while renewing */
+#define API_TOKEN_LIFETIME "15m"        /* asked of public-tokens */
+#define RATE_MARGIN_MS 250      /* after a 429's reset, to be past it */
+#define MIN_ATTEMPT_MS 5000     /* an attempt after a long wait gets this */
 #define LAST_TRY_MS 50          /* the time a last attempt gets */
 #define SINCE_MAX 64            /* own sends remembered between two reads */
 #define STREAM_IDLE_MS 600000   /* forget a stream unused this long */
@@ -61,7 +70,11 @@ struct tc_req {
 	enum req_phase phase;
 	struct tc_waiter wait;          /* for the claims */
 	int post, is_send, is_claims, reserved, overflow;
-	int key_only;                   /* a secret key goes as itself */
+	int key_only;                   /* claims, public tokens: the key */
+	int api;                        /* under /api/: rate limited */
+	int is_trigger;
+	int64_t not_found_since;        /* first 404 with x-should-retry */
+	int64_t wait_cap;               /* waits stretch the deadline to this */
 	const char *method;             /* "PUT", or NULL */
 	const char *hdr_prefix;         /* response headers to pass on */
 	json_t *hdrs;                   /* those headers, lowercased names */
@@ -98,7 +111,9 @@ struct jwt_entry {
 	struct tc_map_node node;
 	char *key;                      /* the scopes, '\n'-joined */
 	char *line;                     /* "Authorization: Bearer <jwt>" */
-	int64_t exp;
+	int64_t exp;                    /* on the server's clock */
+	trigger_client *c;
+	int fetching;                   /* asked of the public-token route */
 };
 
 static void req_attempt(struct tc_req *r);
@@ -127,7 +142,7 @@ static int jwt_stale(struct tc_map_node *n, void *now)
 {
 	struct jwt_entry *e = tc_container_of(n, struct jwt_entry, node);
 
-	if (e->exp - *(int64_t *)now > JWT_RENEW_S)
+	if (e->fetching || e->exp - *(int64_t *)now > JWT_RENEW_S)
 		return 0;
 	jwt_entry_free(n);
 	return 1;
@@ -191,7 +206,7 @@ static char *mint_line(trigger_client *c, char *const *scopes, size_t n,
 static const char *jwt_line(trigger_client *c, char *const *scopes, size_t n)
 {
 	struct tc_auth *a = &c->auth;
-	int64_t now = tc_wall_s();
+	int64_t now = tc_server_s(c);
 	char *key = scopes_key(scopes, n), *line;
 	struct tc_map_node *node = key ? tc_map_find(&a->jwts, key) : NULL;
 	struct jwt_entry *e = node ? tc_container_of(node, struct jwt_entry, node) : NULL;
@@ -228,7 +243,7 @@ int tc_cred_check(const trigger_client *c, const char *action,
 	if (trigger_cred_is_secret(c->cred))
 		return 0;
 	exp = trigger_cred_exp(c->cred);
-	if (exp && exp <= tc_wall_s())
+	if (exp && exp <= tc_server_s(c))
 		return TRIGGER_E_EXPIRED;
 	if (action && !trigger_cred_allows(c->cred, action, type, id))
 		return TRIGGER_E_FORBIDDEN;
@@ -240,16 +255,26 @@ static struct tc_req *req_alloc(trigger_client *c, int post,
 				long timeout_ms);
 static void req_activate(trigger_client *c, struct tc_req *r);
 
+/* Everyone waiting for a credential tries again (or fails). */
+static void wake_waiters(trigger_client *c, const struct trigger_result *fail)
+{
+	struct tc_waiter *w = c->auth.waiters, *next;
+
+	c->auth.waiters = NULL;
+	for (; w; w = next) {
+		next = w->next;
+		w->fn(w, fail);
+	}
+}
+
 /* The claims answer (or its failure) releases everyone waiting for it. */
 static void claims_done(void *arg, const struct trigger_result *res)
 {
 	trigger_client *c = arg;
-	struct tc_waiter *w = c->auth.waiters, *next;
 	const char *sub = json_string_value(json_object_get(res->body, "sub"));
 	struct trigger_result bad;
 
 	c->auth.fetching = 0;
-	c->auth.waiters = NULL;
 	if (res->code == TRIGGER_OK) {
 		bad = *res;
 		c->auth.sub = sub ? strdup(sub) : NULL;
@@ -259,10 +284,7 @@ static void claims_done(void *arg, const struct trigger_result *res)
 				      "out of memory" : "claims without \"sub\"");
 		res = &bad;
 	}
-	for (; w; w = next) {
-		next = w->next;
-		w->fn(w, c->auth.sub ? NULL : res);
-	}
+	wake_waiters(c, c->auth.sub ? NULL : res);
 }
 
 /* Returns -1 when the request failed at once (claims_done has run). */
@@ -279,10 +301,133 @@ static int claims_start(trigger_client *c)
 		claims_done(c, &res);
 		return -1;
 	}
-	r->is_claims = 1;
+	r->is_claims = r->key_only = 1;
 	c->auth.fetching = 1;
 	req_activate(c, r);
 	return c->auth.fetching ? 0 : -1;
+}
+
+/* ---- tokens asked of the API (additional keys) ------------------------ */
+
+static void keep_trouble(struct trigger_result *to,
+			 const struct trigger_result *res);
+static void req_free(trigger_client *c, struct tc_req *r);
+static char *json_body(json_t *obj);
+
+/* The waiters for e's token go on (or fail); the others keep waiting. */
+static void wake_token_waiters(trigger_client *c, struct jwt_entry *e,
+			       const struct trigger_result *fail)
+{
+	struct tc_waiter *w = c->auth.waiters, *next, **keep = &c->auth.waiters;
+
+	c->auth.waiters = NULL;
+	for (; w; w = next) {
+		next = w->next;
+		if (w->on == e) {
+			w->fn(w, fail);
+		} else {        /* w->fn above may have queued others: append */
+			while (*keep)
+				keep = &(*keep)->next;
+			w->next = NULL;
+			*keep = w;
+		}
+	}
+}
+
+static void token_done(void *arg, const struct trigger_result *res)
+{
+	struct jwt_entry *e = arg;
+	trigger_client *c = e->c;
+	const char *tok = json_string_value(json_object_get(res->body, "token"));
+	trigger_cred *t = res->code == TRIGGER_OK && tok ?
+			  trigger_cred_token(tok, NULL, 0) : NULL;
+	int64_t exp = t ? trigger_cred_exp(t) : 0;
+	struct trigger_result bad;
+	char *line = NULL;
+
+	e->fetching = 0;
+	if (t && asprintf(&line, "Authorization: Bearer %s", tok) < 0)
+		line = NULL;
+	trigger_cred_free(t);
+	if (line) {
+		free(e->line);
+		e->line = line;
+		e->exp = exp ? exp : tc_server_s(c) + JWT_LIFETIME_S;
+		wake_token_waiters(c, e, NULL);
+		return;
+	}
+	keep_trouble(&bad, res);
+	if (res->code == TRIGGER_OK)
+		tc_result_set(&bad, TRIGGER_E_PROTOCOL, "the public-token route "
+			      "answered without a token");
+	wake_token_waiters(c, e, &bad);
+}
+
+/* POST /api/v1/auth/public-tokens for e's scopes.  -1 without memory. */
+static int token_fetch(trigger_client *c, struct jwt_entry *e,
+		       char *const *scopes, size_t n)
+{
+	struct tc_req *r = req_alloc(c, 1, token_done, e, c->request_timeout_ms);
+	json_t *arr = json_array();
+
+	for (size_t i = 0; arr && i < n; i++)
+		json_array_append_new(arr, json_string(scopes[i]));
+	if (r && asprintf(&r->url, "%s/api/v1/auth/public-tokens", c->url) < 0)
+		r->url = NULL;
+	if (r && arr)
+		r->body = json_body(json_pack("{s:O,s:s}", "scopes", arr,
+					      "expirationTime",
+					      API_TOKEN_LIFETIME));
+	json_decref(arr);
+	if (!r || !r->url || !r->body) {
+		if (r)
+			req_free(c, r);
+		return -1;
+	}
+	r->body_len = strlen(r->body);
+	r->key_only = 1;
+	e->c = c;
+	e->fetching = 1;
+	req_activate(c, r);
+	return 0;
+}
+
+/* Like jwt_line, but the token comes from the API: may have to wait. */
+static int token_line(trigger_client *c, char *const *scopes, size_t n,
+		      const char **line, struct tc_waiter *w,
+		      struct trigger_result *res)
+{
+	struct tc_auth *a = &c->auth;
+	int64_t now = tc_server_s(c);
+	char *key = scopes_key(scopes, n);
+	struct tc_map_node *node = key ? tc_map_find(&a->jwts, key) : NULL;
+	struct jwt_entry *e = node ? tc_container_of(node, struct jwt_entry, node) : NULL;
+
+	if (e) {
+		free(key);
+	} else if (key) {
+		jwt_sweep(a, now);
+		if (!(e = jwt_entry_new(a, key)))
+			free(key);
+	}
+	if (e && e->line && e->exp - now > JWT_RENEW_S) {
+		*line = e->line;
+		return 0;
+	}
+	if (e && !e->fetching)
+		token_fetch(c, e, scopes, n);
+	if (!e || !e->fetching) {       /* it could not even start */
+		tc_result_set(res, TRIGGER_E_NOMEM, "cannot ask for a token");
+		return TRIGGER_E_NOMEM;
+	}
+	if (e->line && e->exp - now > JWT_STILL_OK_S) {
+		*line = e->line;        /* still good while the next comes */
+		return 0;
+	}
+	w->on = e;
+	w->next = a->waiters;
+	a->waiters = w;
+	return TC_AUTH_PENDING;
 }
 
 int tc_auth_line(trigger_client *c, char *const *scopes, size_t n,
@@ -300,6 +445,12 @@ int tc_auth_line(trigger_client *c, char *const *scopes, size_t n,
 		*line = c->auth.key_line;
 		return 0;
 	}
+	if (c->down) {
+		tc_result_set(res, TRIGGER_E_CANCELLED, "the client shut down");
+		return TRIGGER_E_CANCELLED;
+	}
+	if (c->extra_key)
+		return token_line(c, scopes, n, line, w, res);
 	if (!c->auth.sub) {
 		/* The waiter joins only once the claims are on their way, so
 		 * that it is never completed inside this call. */
@@ -308,6 +459,7 @@ int tc_auth_line(trigger_client *c, char *const *scopes, size_t n,
 				      "environment's claims");
 			return TRIGGER_E_NOMEM;
 		}
+		w->on = NULL;
 		w->next = c->auth.waiters;
 		c->auth.waiters = w;
 		return TC_AUTH_PENDING;
@@ -765,6 +917,63 @@ static void req_header(struct tc_xfer *x, const char *line, size_t len)
 	json_object_set_new(r->hdrs, name, json_stringn(v, (size_t)(end - v)));
 }
 
+/* Try again at now + delay; waiting is the server's word (a rate limit,
+ * our pace) and the attempt after it still gets a fair time. */
+static void attempt_later(struct tc_req *r, int64_t delay)
+{
+	int64_t at = tc_now_ms() + delay;
+
+	if (r->deadline < at + MIN_ATTEMPT_MS && at + MIN_ATTEMPT_MS < r->wait_cap)
+		r->deadline = at + MIN_ATTEMPT_MS;
+	r->phase = PH_ATTEMPT;
+	tc_timer_arm(r->c, &r->timer, at);
+}
+
+/* A public token's requests under /api/ keep within its rate limit; any
+ * request there waits out a 429 the credential got.  Returns the wait. */
+static int64_t api_pace(trigger_client *c, const struct tc_req *r)
+{
+	int64_t now = tc_now_ms();
+
+	if (!r->api)
+		return 0;
+	if (!trigger_cred_is_secret(c->cred))
+		return tc_budget_take(&c->budget, now);
+	return c->budget.blocked_until > now ? c->budget.blocked_until - now : 0;
+}
+
+/* 429: come back when the limit resets (x-ratelimit-reset). */
+static void rate_limited(struct tc_req *r, const struct tc_xfer *x)
+{
+	trigger_client *c = r->c;
+	int64_t d = tc_reset_delay(x->ans.reset_ms, tc_wall_ms() +
+				   (tc_server_s(c) - tc_wall_s()) * 1000);
+
+	d = d ? d + RATE_MARGIN_MS : tc_backoff(c, &r->backoff);
+	if (r->api && r->key_only == trigger_cred_is_secret(c->cred))
+		c->budget.blocked_until = tc_now_ms() + d;  /* the same bucket */
+	attempt_later(r, d);
+}
+
+/* 404 with x-should-retry: true: the server looked in a replica that may
+ * lag (a run just triggered).  Retried for a while, not believed at once.
+ * Returns whether it will be tried again. */
+static int not_found_again(struct tc_req *r)
+{
+	trigger_client *c = r->c;
+	int64_t now = tc_now_ms(), at;
+
+	if (!r->not_found_since)
+		r->not_found_since = now;
+	at = now + tc_backoff(c, &r->backoff);
+	if (at - r->not_found_since > TC_NOT_FOUND_RETRY_MS ||
+	    at > r->deadline - LAST_TRY_MS)
+		return 0;
+	r->phase = PH_ATTEMPT;
+	tc_timer_arm(c, &r->timer, at);
+	return 1;
+}
+
 static void req_xfer_done(struct tc_xfer *x, CURLcode rc)
 {
 	struct tc_req *r = tc_container_of(x, struct tc_req, xfer);
@@ -778,6 +987,14 @@ static void req_xfer_done(struct tc_xfer *x, CURLcode rc)
 		res.status = x->status;
 		tc_result_set(&res, TRIGGER_E_PROTOCOL, "answer over %zu bytes "
 			      "or out of memory", TC_BODY_MAX);
+	} else if (rc == CURLE_OK && x->status == 429 && !c->down) {
+		json_decref(body);
+		rate_limited(r, x);
+		return;
+	} else if (rc == CURLE_OK && x->status == 404 && x->ans.should_retry &&
+		   !c->down && not_found_again(r)) {
+		json_decref(body);
+		return;
 	} else if (r->is_send && !r->unverified && tc_may_have_acted(x, rc)) {
 		if (send_unsure(r, &res)) {
 			json_decref(body);
@@ -817,10 +1034,14 @@ static void req_attempt(struct tc_req *r)
 	};
 	struct trigger_result res;
 	const char *line = c->auth.key_line;
-	int64_t left;
+	int64_t left, pace = api_pace(c, r);
 	int rc = 0;
 
-	if (!r->is_claims && !(r->key_only && trigger_cred_is_secret(c->cred)))
+	if (pace > 0) {
+		attempt_later(r, pace);
+		return;
+	}
+	if (!r->key_only)
 		rc = tc_auth_line(c, r->scopes, r->nscopes, &line, &r->wait, &res);
 	if (rc == TC_AUTH_PENDING)
 		return;
@@ -828,10 +1049,14 @@ static void req_attempt(struct tc_req *r)
 		req_finish(r, &res);
 		return;
 	}
-	s.hdrs = tc_headers(line, "application/json", r->post);
+	s.hdrs = tc_headers(c, line, "application/json", r->post);
 	if (s.hdrs && r->idem[0])
 		s.hdrs = tc_header_add(s.hdrs, "x-trigger-request-idempotency-key:"
 				       " %s", r->idem);
+	/* A run's streams version is fixed at trigger: v2, as the SDK asks. */
+	if (s.hdrs && r->is_trigger)
+		s.hdrs = tc_header_add(s.hdrs, "x-trigger-realtime-streams-version:"
+				       " v2");
 	left = r->deadline - tc_now_ms();
 	s.timeout_ms = left > 1 ? left : 1;     /* an attempt ends by the deadline */
 	r->resp_len = 0;
@@ -888,6 +1113,8 @@ static void req_activate(trigger_client *c, struct tc_req *r)
 	if (r->post && !r->is_claims)
 		tc_random_hex(c, r->idem, 32);
 	r->deadline = tc_now_ms() + r->timeout_ms;
+	r->wait_cap = r->deadline + 2 * TC_API_WINDOW_MS;
+	r->api = tc_api_path(c, r->url) && !r->is_claims;
 	if (r->is_send)
 		head = stream_push(c, r);
 	if (head < 0)
@@ -957,14 +1184,14 @@ static int valid_id(const char *s)
 }
 
 /* "<base><fmt with %s for each escaped segment>" */
-static char *url_with(trigger_client *c, const char *fmt, const char *a,
+static char *url_with(const char *base, const char *fmt, const char *a,
 		      const char *b)
 {
 	char *ea = url_escape_segment(a), *eb = b ? url_escape_segment(b) : NULL;
 	char *path = NULL, *url = NULL;
 
 	if (ea && (!b || eb) && asprintf(&path, fmt, ea, eb) >= 0 &&
-	    asprintf(&url, "%s%s", c->url, path) < 0)
+	    asprintf(&url, "%s%s", base, path) < 0)
 		url = NULL;
 	free(ea);
 	free(eb);
@@ -974,7 +1201,8 @@ static char *url_with(trigger_client *c, const char *fmt, const char *a,
 
 char *tc_stream_url(trigger_client *c, const char *run, const char *stream)
 {
-	return url_with(c, "/realtime/v1/streams/%s/input/%s", run, stream);
+	return url_with(c->stream_base, "/realtime/v1/streams/%s/input/%s", run,
+			stream);
 }
 
 static void set_scope(struct tc_req *r, const char *prefix, const char *id)
@@ -1071,7 +1299,7 @@ static int get_one(trigger_client *c, const char *path_fmt, const char *id,
 
 	if (rc)
 		return rc;
-	r->url = url_with(c, path_fmt, id, NULL);
+	r->url = url_with(c->url, path_fmt, id, NULL);
 	set_scope(r, scope, id);
 	return req_submit(r);
 }
@@ -1114,31 +1342,6 @@ int trigger_runs_list(trigger_client *c, const char *status_filter,
 	return req_submit(r);
 }
 
-int trigger_wait_create(trigger_client *c, const char *run_id,
-			const char *stream_id, const char *timeout,
-			long long last_seq, trigger_done_fn done, void *arg)
-{
-	struct tc_req *r;
-	json_t *o;
-	int rc;
-
-	if (!valid_id(stream_id))
-		return TRIGGER_E_INVALID;
-	rc = req_begin(c, 1, 0, run_id, "write", "inputStreams", done, arg, &r);
-	if (rc)
-		return rc;
-	r->url = url_with(c, "/api/v1/runs/%s/input-streams/wait", run_id, NULL);
-	o = json_pack("{s:s}", "streamId", stream_id);
-	if (o && timeout)
-		json_object_set_new(o, "timeout", json_string(timeout));
-	if (o && last_seq >= 0)
-		json_object_set_new(o, "lastSeqNum", json_integer(last_seq));
-	r->body = json_body(o);
-	r->body_len = r->body ? strlen(r->body) : 0;
-	set_scope(r, "write:inputStreams:", run_id);
-	return req_submit(r);
-}
-
 int trigger_task_trigger(trigger_client *c, const char *task_id,
 			 const char *payload_json, trigger_done_fn done,
 			 void *arg)
@@ -1146,7 +1349,7 @@ int trigger_task_trigger(trigger_client *c, const char *task_id,
 	json_t *payload = json_loads(payload_json ? payload_json : "null",
 				     JSON_DECODE_ANY, NULL);
 	struct tc_req *r;
-	int rc = payload ? req_begin(c, 1, 0, task_id, "write", "tasks", done,
+	int rc = payload ? req_begin(c, 1, 0, task_id, "trigger", "tasks", done,
 				     arg, &r)
 			 : TRIGGER_E_INVALID;
 
@@ -1154,7 +1357,8 @@ int trigger_task_trigger(trigger_client *c, const char *task_id,
 		json_decref(payload);
 		return rc;
 	}
-	r->url = url_with(c, "/api/v1/tasks/%s/trigger", task_id, NULL);
+	r->url = url_with(c->url, "/api/v1/tasks/%s/trigger", task_id, NULL);
+	r->is_trigger = 1;
 	r->body = json_body(json_pack("{s:o}", "payload", payload));
 	r->body_len = r->body ? strlen(r->body) : 0;
 	set_scope(r, "write:tasks:", task_id);
@@ -1169,7 +1373,7 @@ int trigger_run_cancel(trigger_client *c, const char *run_id,
 
 	if (rc)
 		return rc;
-	r->url = url_with(c, "/api/v2/runs/%s/cancel", run_id, NULL);
+	r->url = url_with(c->url, "/api/v2/runs/%s/cancel", run_id, NULL);
 	r->body = strdup("{}");
 	r->body_len = 2;
 	set_scope(r, "write:runs:", run_id);
@@ -1203,7 +1407,7 @@ int tc_call(trigger_client *c, const struct tc_call *call, trigger_done_fn done,
 	return req_submit(r);
 }
 
-char *tc_url(trigger_client *c, const char *fmt, const char *a, const char *b)
+char *tc_url(const char *base, const char *fmt, const char *a, const char *b)
 {
-	return url_with(c, fmt, a, b);
+	return url_with(base, fmt, a, b);
 }

@@ -3,6 +3,7 @@
  * without verification, since only the server holds the signing key.  No
  * message written to err ever contains the credential itself.
  */
+#include <ctype.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -60,6 +61,25 @@ static int is_secret_key_form(const char *key)
 	while (*p >= 'a' && *p <= 'z')
 		p++;
 	return p > key + 3 && *p == '_' && p[1];
+}
+
+/* tr_<environment>_sk_<24 alphanumerics>: an additional API key.  The
+ * server does not verify tokens it signs (it checks them against the
+ * environment's root key), so it must ask the API for them. */
+int trigger_key_is_additional(const char *key)
+{
+	const char *p = key + 3;
+	size_t n = 0;
+
+	if (strncmp(key, "tr_", 3) != 0)
+		return 0;
+	while (*p >= 'a' && *p <= 'z')
+		p++;
+	if (p == key + 3 || strncmp(p, "_sk_", 4) != 0)
+		return 0;
+	for (p += 4; isalnum((unsigned char)p[n]); n++)
+		;
+	return n == 24 && !p[n];
 }
 
 static trigger_cred *cred_alloc(int secret, const char *text)

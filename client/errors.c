@@ -1,4 +1,6 @@
 /* Text and retry policy for trigger_code. */
+#include <stdio.h>
+
 #include "trigger.h"
 
 static const char *const messages[TRIGGER_E_LAST] = {
@@ -39,4 +41,18 @@ int trigger_code_retryable(trigger_code code)
 	default:
 		return 0;
 	}
+}
+
+/* An answer names its status; a request that got none says what happened
+ * instead (never "HTTP 0"). */
+const char *trigger_result_text(const struct trigger_result *res, char *buf,
+				size_t len)
+{
+	const char *what = res->error[0] ? res->error : trigger_strerror(res->code);
+
+	if (res->status)
+		snprintf(buf, len, "HTTP %ld: %s", res->status, what);
+	else
+		snprintf(buf, len, "%s", what);
+	return buf;
 }

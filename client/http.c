@@ -36,6 +36,14 @@ int64_t tc_wall_s(void)
 	return (int64_t)time(NULL);
 }
 
+int64_t tc_wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* ---- lists and maps ---------------------------------------------------- */
 
 void tc_link_init(struct tc_link *l)
@@ -400,6 +408,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 	if (len >= 5 && !memcmp(p, "HTTP/", 5)) {
 		free(x->jwt);   /* a new response (after a 1xx) */
 		x->jwt = NULL;
+		memset(&x->ans, 0, sizeof(x->ans));
 	} else if (len <= 2 && (p[0] == '\r' || p[0] == '\n')) {
 		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
 		if (status >= 200) {
@@ -411,6 +420,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 		   !strncasecmp(p, jwt_name, sizeof(jwt_name) - 1)) {
 		take_jwt(x, p + sizeof(jwt_name) - 1,
 			 len - (sizeof(jwt_name) - 1));
+	} else {
+		tc_answer_header(&x->ans, p, len);
 	}
 	if (x->ops->header_line && len > 2 && memcmp(p, "HTTP/", 5))
 		x->ops->header_line(x, p, len);
@@ -440,8 +451,8 @@ struct curl_slist *tc_header_add(struct curl_slist *l, const char *fmt, ...)
 	return nl;
 }
 
-struct curl_slist *tc_headers(const char *auth_line, const char *accept,
-			      int post)
+struct curl_slist *tc_headers(const trigger_client *c, const char *auth_line,
+			      const char *accept, int post)
 {
 	struct curl_slist *l = NULL;
 
@@ -453,6 +464,11 @@ struct curl_slist *tc_headers(const char *auth_line, const char *accept,
 		l = tc_header_add(l, "Content-Type: application/json");
 	if (l && auth_line)
 		l = tc_header_add(l, "%s", auth_line);
+	/* Without it run statuses come back under their legacy names. */
+	if (l)
+		l = tc_header_add(l, "x-trigger-api-version: " TC_API_VERSION);
+	if (l && c->branch)
+		l = tc_header_add(l, "x-trigger-branch: %s", c->branch);
 	return l;
 }
 
@@ -540,6 +556,7 @@ int tc_xfer_start(trigger_client *c, struct tc_xfer *x,
 	}
 	x->errbuf[0] = '\0';
 	x->status = 0;
+	memset(&x->ans, 0, sizeof(x->ans));
 	x->body = s->once ? s->body : NULL;
 	x->body_len = x->body ? s->body_len : 0;
 	x->body_off = 0;
@@ -592,7 +609,10 @@ static void collect_done(trigger_client *c)
 		if (m->msg != CURLMSG_DONE)
 			continue;
 		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+		x->os_errno = 0;
+		curl_easy_getinfo(m->easy_handle, CURLINFO_OS_ERRNO, &x->os_errno);
 		xfer_release(c, x);
+		tc_clock_seen(c, x->ans.date_s);
 		x->ops->done(x, rc);
 	}
 }
@@ -690,6 +710,48 @@ static void error_text(struct trigger_result *res, const json_t *j,
 		snprintf(res->error, sizeof(res->error), "HTTP %ld", res->status);
 }
 
+/* What happened to a transfer that got no answer, in words. */
+static const char *net_words(CURLcode rc, long os_errno)
+{
+	switch (rc) {
+	case CURLE_COULDNT_CONNECT:
+		return os_errno == ECONNREFUSED ? "connection refused" :
+		       os_errno == ETIMEDOUT ? "connection timed out" :
+		       "cannot connect";
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_RESOLVE_PROXY:
+		return "host name not found";
+	case CURLE_OPERATION_TIMEDOUT:
+		return "timed out";
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CIPHER:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_ENGINE_NOTFOUND:
+	case CURLE_SSL_SHUTDOWN_FAILED:
+	case CURLE_SSL_CRL_BADFILE:
+	case CURLE_SSL_ISSUER_ERROR:
+	case CURLE_USE_SSL_FAILED:
+		return "TLS failure";
+	case CURLE_GOT_NOTHING:
+		return "connection closed without an answer";
+	case CURLE_RECV_ERROR:
+	case CURLE_SEND_ERROR:
+	case CURLE_PARTIAL_FILE:
+		return os_errno == ECONNRESET ? "connection reset" :
+		       "connection lost";
+	case CURLE_SEND_FAIL_REWIND:
+		return "connection lost while sending";
+	case CURLE_WRITE_ERROR:
+		return "answer refused";
+	case CURLE_OUT_OF_MEMORY:
+		return "out of memory";
+	default:
+		return "network failure";
+	}
+}
+
 void tc_result_fill(struct trigger_result *res, const struct tc_xfer *x,
 		    CURLcode rc, const char *body, size_t len, json_t **parsed)
 {
@@ -700,7 +762,8 @@ void tc_result_fill(struct trigger_result *res, const struct tc_xfer *x,
 	res->jwt = x->jwt;
 	if (rc != CURLE_OK) {
 		tc_result_set(res, rc == CURLE_OPERATION_TIMEDOUT ?
-			      TRIGGER_E_TIMEOUT : TRIGGER_E_NETWORK, "%s",
+			      TRIGGER_E_TIMEOUT : TRIGGER_E_NETWORK, "%s: %s",
+			      net_words(rc, x->os_errno),
 			      x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
 		return;
 	}
@@ -861,6 +924,43 @@ static int sse_timeout_s(void)
 	return v >= 1 && v <= 600 ? (int)v : 600;
 }
 
+/* An option, else its environment variable; NULL when neither is set. */
+static const char *opt_or_env(const char *opt, const char *name)
+{
+	const char *v = opt && *opt ? opt : getenv(name);
+
+	return v && *v ? v : NULL;
+}
+
+/* Where streams are read and sent (the SDK's TRIGGER_STREAM_URL), and the
+ * preview branch every request names (TRIGGER_PREVIEW_BRANCH). */
+static int optional_fields(trigger_client *c,
+			   const struct trigger_client_opts *o,
+			   char *err, size_t errlen)
+{
+	const char *stream = opt_or_env(o->stream_url, "TRIGGER_STREAM_URL");
+	const char *branch = opt_or_env(o->branch, "TRIGGER_PREVIEW_BRANCH");
+	char why[200];
+
+	c->stream_base = url_check_base(stream ? stream : c->url,
+					o->insecure_http, why, sizeof(why));
+	if (!c->stream_base) {
+		snprintf(err, errlen, "%s (the stream URL)", why);
+		return -1;
+	}
+	for (const char *p = branch; p && *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+			set_err(err, errlen, "preview branch name holds a "
+				"control character");
+			return -1;
+		}
+	if (branch && !(c->branch = strdup(branch))) {
+		set_err(err, errlen, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
 static int client_fields(trigger_client *c, const struct trigger_client_opts *o,
 			 char *err, size_t errlen)
 {
@@ -875,9 +975,13 @@ static int client_fields(trigger_client *c, const struct trigger_client_opts *o,
 	if (!c->url)
 		return -1;
 	c->tls = !strncmp(c->url, "https:", 6);
+	if (optional_fields(c, o, err, errlen))
+		return -1;
 	snprintf(ua, sizeof(ua), "libtriggerclient/%s", TRIGGERFS_VERSION);
 	c->user_agent = strdup(o->user_agent ? o->user_agent : ua);
 	c->cred = trigger_cred_dup(o->cred);
+	c->extra_key = c->cred && trigger_cred_is_secret(c->cred) &&
+		       trigger_key_is_additional(trigger_cred_text(c->cred));
 	if (c->cred && asprintf(&c->auth.key_line, "Authorization: Bearer %s",
 				trigger_cred_text(c->cred)) < 0)
 		c->auth.key_line = NULL;
@@ -940,6 +1044,8 @@ static void client_destroy(trigger_client *c)
 	pthread_mutex_destroy(&c->lock);
 	free(c->heap);
 	free(c->url);
+	free(c->stream_base);
+	free(c->branch);
 	free(c->user_agent);
 	if (c->cred)
 		trigger_cred_free(c->cred);

@@ -21,12 +21,20 @@
 #define TC_BODY_MAX ((size_t)16 << 20)  /* bound on any answer we buffer */
 #define TC_SEND_MAX ((size_t)1 << 20)   /* the API's limit per send request */
 #define TC_CONNECT_TIMEOUT_MS 10000
+#define TC_NOT_FOUND_RETRY_MS 10000 /* a 404 with x-should-retry */
 
 #define tc_container_of(ptr, type, member) \
 	((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 
 int64_t tc_now_ms(void);        /* CLOCK_MONOTONIC */
-int64_t tc_wall_s(void);        /* Unix time, for JWT iat/exp */
+int64_t tc_wall_s(void);        /* Unix time (this machine's clock) */
+int64_t tc_wall_ms(void);
+
+/* The server's clock as last seen in a Date header: tokens are minted and
+ * their expiry judged on it, since the server allows no skew (answer.c).
+ * Any thread. */
+int64_t tc_server_s(const trigger_client *c);
+void tc_clock_seen(trigger_client *c, int64_t date_s);
 
 /* ---- intrusive helpers ---------------------------------------------- */
 
@@ -98,6 +106,17 @@ void tc_random_hex(trigger_client *c, char *out, size_t nhex);
 struct tc_xfer;
 struct tc_output;
 
+/* Headers of the final answer that change what the client does next. */
+struct tc_answer {
+	int should_retry;       /* x-should-retry: true (a replica lagging) */
+	int stream_v2;          /* X-Stream-Version: v2; else v1 framing */
+	int64_t reset_ms;       /* x-ratelimit-reset: Unix ms, 0: none */
+	int64_t date_s;         /* Date: the server's clock, 0: none */
+};
+
+/* One header line of an answer into a (answer.c). */
+void tc_answer_header(struct tc_answer *a, const char *line, size_t len);
+
 struct tc_xfer_ops {
 	/* The final response's headers are in (status >= 200).  Optional. */
 	void (*headers)(struct tc_xfer *x, long status);
@@ -117,6 +136,8 @@ struct tc_xfer {
 	struct curl_slist *hdrs;
 	long status;
 	char *jwt;              /* x-trigger-jwt of the answer, or NULL */
+	struct tc_answer ans;   /* what else its headers said (answer.c) */
+	long os_errno;          /* of a failed connection */
 	const char *body;       /* a `once` body, and how much curl took */
 	size_t body_len, body_off;
 	char errbuf[CURL_ERROR_SIZE];
@@ -135,11 +156,14 @@ struct tc_xfer_spec {
 	long timeout_ms;        /* whole transfer; 0: none */
 };
 
-/* Common request headers: Authorization (auth_line is "Authorization:
+#define TC_API_VERSION "2025-07-16"
+
+/* Common request headers: x-trigger-api-version, x-trigger-branch (a
+ * preview branch), Authorization (auth_line is "Authorization:
  * Bearer ..."), Accept, Content-Type for posts, the Expect suppression.
  * Returns NULL without memory. */
-struct curl_slist *tc_headers(const char *auth_line, const char *accept,
-			      int post);
+struct curl_slist *tc_headers(const trigger_client *c, const char *auth_line,
+			      const char *accept, int post);
 /* Appends "name: value"; on failure frees the list and returns NULL. */
 struct curl_slist *tc_header_add(struct curl_slist *l, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
@@ -174,6 +198,7 @@ void tc_result_set(struct trigger_result *res, trigger_code code,
 /* Someone waiting for the secret key's claims (the environment id). */
 struct tc_waiter {
 	struct tc_waiter *next;
+	const void *on;         /* the token it waits for; NULL: the claims */
 	/* fail is NULL when the claims arrived: try tc_auth_line again. */
 	void (*fn)(struct tc_waiter *w, const struct trigger_result *fail);
 };
@@ -216,8 +241,9 @@ struct tc_call {
 
 int tc_call(trigger_client *c, const struct tc_call *call,
 	    trigger_done_fn done, void *arg);
-/* "<base><fmt with %s for each escaped segment>" (b may be NULL). */
-char *tc_url(trigger_client *c, const char *fmt, const char *a, const char *b);
+/* "<base><fmt with %s for each escaped segment>" (b may be NULL); base is
+ * c->url, or c->stream_base for the stream routes. */
+char *tc_url(const char *base, const char *fmt, const char *a, const char *b);
 
 /* ---- the client ------------------------------------------------------ */
 
@@ -230,9 +256,33 @@ struct tc_auth {
 	size_t sweep_at;
 };
 
+/* Requests under /api/ are rate limited per credential; a public token
+ * has 60 a minute.  Start times of the latest ones, and a 429's reset. */
+#define TC_API_BUDGET 50                /* per TC_API_WINDOW_MS, a token */
+#define TC_API_WINDOW_MS 60000
+
+struct tc_budget {
+	int64_t at[TC_API_BUDGET];      /* ring of start times (monotonic) */
+	unsigned next;
+	int64_t blocked_until;          /* monotonic; a 429 said so */
+};
+
+/* Whether url is under <base>/api/ (rate limited). */
+int tc_api_path(const trigger_client *c, const char *url);
+/* Takes a slot of the budget at now (0), or says how long to wait (ms). */
+int64_t tc_budget_take(struct tc_budget *b, int64_t now);
+/* Milliseconds until a 429's x-ratelimit-reset (Unix ms on the server's
+ * clock), at most a window. */
+int64_t tc_reset_delay(int64_t reset_ms, int64_t server_ms);
+
 struct trigger_client {
 	char *url;
+	char *stream_base;      /* $TRIGGER_STREAM_URL, else url */
+	char *branch;           /* $TRIGGER_PREVIEW_BRANCH, or NULL */
 	trigger_cred *cred;
+	int extra_key;          /* an additional API key: tokens from the API */
+	_Atomic int64_t skew_s; /* server clock minus ours */
+	struct tc_budget budget;        /* event thread */
 	char *user_agent;
 	long send_timeout_ms, request_timeout_ms;
 	int sse_timeout_s;

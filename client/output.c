@@ -185,7 +185,7 @@ static void put_start(struct out_stream *os)
 	struct trigger_result res = { 0 };
 	int rc;
 
-	call.url = tc_url(c, "/realtime/v1/streams/%s/self/%s", os->run, os->name);
+	call.url = tc_url(c->url, "/realtime/v1/streams/%s/self/%s", os->run, os->name);
 	os->putting = 1;
 	os->reput = 0;
 	rc = call.url ? tc_call(c, &call, put_done, os) : TRIGGER_E_NOMEM;
@@ -308,7 +308,7 @@ static void batch_send(struct out_stream *os)
 	s.body = os->body;
 	s.body_len = os->body ? strlen(os->body) : 0;
 	s.once = 1;
-	s.hdrs = os->body ? tc_headers(os->auth_line, "application/json", 1) : NULL;
+	s.hdrs = os->body ? tc_headers(os->c, os->auth_line, "application/json", 1) : NULL;
 	if (s.hdrs)
 		s.hdrs = tc_header_add(s.hdrs, "S2-Format: raw");
 	if (s.hdrs)

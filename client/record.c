@@ -5,6 +5,7 @@
  * 0.1, 1.0 are not rewritten to 1.2345678901234568e+19, 0.10000000000000001
  * and 1).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -236,5 +237,88 @@ int record_parse_batch(const char *data, size_t len, long long *last_seq,
 	if (json_is_integer(t))
 		*tail = json_integer_value(t);
 	json_decref(root);
+	return 0;
+}
+
+/* ---- v1 (Redis-backed) streams ----------------------------------------- */
+
+/* "<ms>-<n>" (both decimal); returns 0 with the two parts, or -1. */
+static int redis_id(const char *id, unsigned long long *ms,
+		    unsigned long long *n)
+{
+	char *end;
+
+	if (*id < '0' || *id > '9')
+		return -1;
+	*ms = strtoull(id, &end, 10);
+	if (*end != '-' || end[1] < '0' || end[1] > '9')
+		return -1;
+	*n = strtoull(end + 1, &end, 10);
+	return *end ? -1 : 0;
+}
+
+void record_v1_connect(struct record_v1 *cur, long long last_seq)
+{
+	cur->ord = cur->id[0] ? last_seq : -1;
+}
+
+/* Whether id comes after cur->id (always, when that is unknown). */
+static int v1_after(const struct record_v1 *cur, unsigned long long ms,
+		    unsigned long long n)
+{
+	unsigned long long pms, pn;
+
+	if (!cur->id[0] || redis_id(cur->id, &pms, &pn))
+		return 1;
+	return ms > pms || (ms == pms && n > pn);
+}
+
+/* The value in a v1 data line; -1 when it is no JSON (skipped). */
+static int v1_value(struct value *v, const char *data, size_t len)
+{
+	json_t *j = json_loadb(data, len, CHECK_FLAGS, NULL);
+	int rc;
+
+	if (!j)
+		return -1;
+	rc = json_is_string(j) ?
+	     value_from_text(v, json_string_value(j), json_string_length(j)) :
+	     value_from_text(v, data, len);
+	if (rc == 0 && v->json == json_string_value(j)) {
+		v->owned = strndup(v->json, v->len);    /* outlive j */
+		v->json = v->owned;
+		rc = v->owned ? 0 : -1;
+	}
+	json_decref(j);
+	return rc;
+}
+
+int record_parse_v1(const char *id, const char *data, size_t len,
+		    long long *last_seq, struct record_v1 *cur,
+		    record_fn cb, void *arg)
+{
+	struct trigger_record rec = { .id = "" };
+	struct value v = { 0 };
+	unsigned long long ms, n;
+
+	if (!id || strlen(id) >= sizeof(cur->id) || redis_id(id, &ms, &n))
+		return -1;
+	if (!v1_after(cur, ms, n))
+		return 0;       /* at or before where this connection began */
+	cur->ord++;
+	if (cur->ord < *last_seq)
+		return 0;       /* read again from the start: counted, skipped */
+	snprintf(cur->id, sizeof(cur->id), "%s", id);
+	if (cur->ord == *last_seq)
+		return 0;
+	*last_seq = cur->ord;
+	if (v1_value(&v, data, len) == 0) {
+		rec.seq = cur->ord;
+		rec.timestamp = (long long)ms;
+		rec.json = v.json;
+		rec.json_len = v.len;
+		cb(arg, &rec);
+	}
+	free(v.owned);
 	return 0;
 }

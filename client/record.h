@@ -23,4 +23,27 @@ typedef void (*record_fn)(void *arg, const struct trigger_record *rec);
 int record_parse_batch(const char *data, size_t len, long long *last_seq,
 		       long long *tail, record_fn cb, void *arg);
 
+/* Where a reader of a v1 (Redis-backed) stream stands.  Those records
+ * have no seq, only an id "<ms>-<n>": a record's seq is its place in the
+ * stream counted from 0 (Redis streams only grow), so a reader resumes and
+ * de-duplicates exactly as with v2.  id is the id of record *last_seq when
+ * known: then a connection resumes after it (Last-Event-ID: id); else it
+ * reads from the start and counts. */
+struct record_v1 {
+	long long ord;          /* place of the last record of this connection */
+	char id[48];            /* "" when unknown */
+};
+
+/* A new connection: it starts after cur->id when known, else at 0. */
+void record_v1_connect(struct record_v1 *cur, long long last_seq);
+
+/* One v1 event: id its "<ms>-<n>", data its one data line, which holds
+ * the value's JSON text as a JSON string (a JSON value that is not a
+ * string is taken as the value itself).  Records up to *last_seq are
+ * skipped (replays), the next ones delivered with seq = their place.
+ * Returns 0, or -1 when the id is not a Redis id (nothing delivered). */
+int record_parse_v1(const char *id, const char *data, size_t len,
+		    long long *last_seq, struct record_v1 *cur,
+		    record_fn cb, void *arg);
+
 #endif

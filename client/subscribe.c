@@ -4,7 +4,13 @@
  * skipped by seq and by envelope id.  A connection is re-opened before the
  * server's hold ends, replaced when no byte came for STALL_MS, and retried
  * with backoff on network and server errors; a refusal (4xx) ends the
- * subscription.
+ * subscription, except a 404 the server marks x-should-retry (a replica
+ * behind a run just triggered), retried for a while.
+ *
+ * Two framings: v2 (S2, X-Stream-Version: v2) sends "batch" events of
+ * records with seq numbers; v1 (Redis-backed runs, no such header) sends
+ * one event per record, id "<ms>-<n>", data the value, ": ping" comments.
+ * The answer decides, per connection; record.c turns both into records.
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -15,7 +21,8 @@
 #include "record.h"
 #include "sse.h"
 
-#define STALL_MS 15000          /* three ping intervals without a byte */
+#define STALL_MS 40000          /* the server pings every 5-15 s (v2) or
+				 * 10 s (v1): 30 s of silence is no death */
 #define QUIET_MS 1000           /* silence that means "caught up" when the
 				 * server says nothing more explicit */
 #define REOPEN_EARLY_MS 10000   /* re-open this long before the hold ends */
@@ -43,6 +50,9 @@ struct trigger_sub {
 	int reserved, caught_up, reconnecting;
 	int headers_ok, got_event, got_records;         /* this connection */
 	long long last_seq;
+	int v1, conn_v1;        /* the stream is v1; this connection is */
+	struct record_v1 v1cur;
+	int64_t not_found_since;        /* first 404 with x-should-retry */
 	struct tc_xfer xfer;
 	struct tc_timer timer;
 	struct tc_waiter wait;
@@ -160,8 +170,8 @@ static void sub_trouble(struct trigger_sub *s, const struct trigger_result *res)
  * anything, which would make a busy loop. */
 static void sub_resume(struct trigger_sub *s)
 {
-	if (s->got_records ||
-	    (s->got_event && tc_now_ms() - s->opened_at >= QUIET_MS))
+	if (s->got_records || ((s->got_event || s->conn_v1) &&
+			       tc_now_ms() - s->opened_at >= QUIET_MS))
 		sub_connect(s);
 	else
 		sub_wait(s, tc_backoff(s->c, &s->backoff));
@@ -268,6 +278,14 @@ static int on_batch(struct trigger_sub *s, const struct sse_event *ev)
 	return 0;
 }
 
+static int on_v1_record(struct trigger_sub *s, const struct sse_event *ev)
+{
+	if (record_parse_v1(ev->id, ev->data, ev->data_len, &s->last_seq,
+			    &s->v1cur, on_record, s))
+		return stop_with(s, STOP_BAD, "v1 event without a Redis id", 27);
+	return 0;
+}
+
 static int on_event(void *arg, const struct sse_event *ev)
 {
 	struct trigger_sub *s = arg;
@@ -278,6 +296,8 @@ static int on_event(void *arg, const struct sse_event *ev)
 		s->got_event = 1;
 		s->backoff = 0;         /* the connection works */
 	}
+	if (s->conn_v1 && !*ev->type && strcmp(ev->data, "[DONE]") != 0)
+		return on_v1_record(s, ev);
 	if (!strcmp(ev->type, "batch"))
 		return on_batch(s, ev);
 	if (!strcmp(ev->type, "ping")) {
@@ -301,6 +321,12 @@ static void sub_headers(struct tc_xfer *x, long status)
 	if (status < 200 || status >= 300)
 		return;
 	s->headers_ok = 1;
+	s->not_found_since = 0;
+	s->conn_v1 = !x->ans.stream_v2;
+	if (s->conn_v1) {
+		s->v1 = 1;
+		record_v1_connect(&s->v1cur, s->last_seq);
+	}
 	if (s->reconnecting) {
 		s->reconnecting = 0;
 		emit(s, TRIGGER_SUB_CONNECTED, NULL);
@@ -336,6 +362,16 @@ static int sub_data(struct tc_xfer *x, const char *buf, size_t len)
 	return rc;
 }
 
+/* Whether a 404 marked x-should-retry is still worth another look. */
+static int not_found_again(struct trigger_sub *s)
+{
+	int64_t now = tc_now_ms();
+
+	if (!s->not_found_since)
+		s->not_found_since = now;
+	return now - s->not_found_since < TC_NOT_FOUND_RETRY_MS;
+}
+
 static void sub_xfer_done(struct tc_xfer *x, CURLcode rc)
 {
 	struct trigger_sub *s = tc_container_of(x, struct trigger_sub, xfer);
@@ -364,6 +400,9 @@ static void sub_xfer_done(struct tc_xfer *x, CURLcode rc)
 		return;
 	}
 	tc_result_fill(&res, x, rc, s->errbody, s->errlen, &body);
+	if (rc == CURLE_OK && x->status == 404 && x->ans.should_retry &&
+	    not_found_again(s))
+		res.code = TRIGGER_E_SERVER;    /* to be retried as such */
 	sub_trouble(s, &res);
 	json_decref(body);
 }
@@ -377,7 +416,7 @@ static const struct tc_xfer_ops sub_ops = {
 static struct curl_slist *sub_headers_list(struct trigger_sub *s,
 					   const char *auth_line)
 {
-	struct curl_slist *h = tc_headers(auth_line, "text/event-stream", 0);
+	struct curl_slist *h = tc_headers(s->c, auth_line, "text/event-stream", 0);
 
 	if (h)
 		h = tc_header_add(h, "Timeout-Seconds: %d", s->c->sse_timeout_s);
@@ -385,7 +424,12 @@ static struct curl_slist *sub_headers_list(struct trigger_sub *s,
 		h = tc_header_add(h, "Cache-Control: no-cache");
 	if (h)
 		h = tc_header_add(h, "x-trigger-realtime-streams-version: v2");
-	if (h && s->last_seq >= 0)
+	/* v1: the id of our last record, or none (from the start, counting);
+	 * while the framing is unknown, the seq (a Redis id far in the past
+	 * to a v1 stream: it too reads from the start). */
+	if (h && s->v1 && s->v1cur.id[0])
+		h = tc_header_add(h, "Last-Event-ID: %s", s->v1cur.id);
+	else if (h && !s->v1 && s->last_seq >= 0)
 		h = tc_header_add(h, "Last-Event-ID: %lld", s->last_seq);
 	return h;
 }
@@ -491,8 +535,8 @@ static trigger_sub *subscribe(trigger_client *c, const char *run_id,
 	s->timer.fn = sub_on_timer;
 	s->wait.fn = sub_on_auth;
 	tc_link_init(&s->link);
-	s->url = output ? tc_url(c, "/realtime/v1/streams/%s/%s", run_id,
-				 stream_id)
+	s->url = output ? tc_url(c->stream_base, "/realtime/v1/streams/%s/%s",
+				 run_id, stream_id)
 			: tc_stream_url(c, run_id, stream_id);
 	s->sse = sse_parser_new(MAX_EVENT, on_event, s);
 	if (asprintf(&s->scope, "read:runs:%s", run_id) < 0)

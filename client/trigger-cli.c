@@ -26,13 +26,13 @@ static const char usage_text[] =
 	"                           print SEQ<TAB>JSON per record\n"
 	"  get-run RUN | list-runs [STATUS] | cancel RUN\n"
 	"  trigger TASK [PAYLOAD]   print the new run's id\n"
-	"  wait-create RUN STREAM [TIMEOUT]   print the waitpoint id\n"
 	"  waitpoint-get ID | waitpoint-create [TIMEOUT] (print its id)\n"
 	"  waitpoint-complete ID JSON | waitpoints-list [STATUS]\n"
 	"  output-append RUN STREAM JSON   one record to a run's output stream\n"
 	"environment: TRIGGER_ACCESS_TOKEN (a public JWT) or TRIGGER_SECRET_KEY,\n"
-	"  TRIGGER_API_URL, TRIGGER_SSE_TIMEOUT_SECONDS (how long the server\n"
-	"  holds a subscription, 1..600, default 600)\n";
+	"  TRIGGER_API_URL, TRIGGER_STREAM_URL, TRIGGER_PREVIEW_BRANCH,\n"
+	"  TRIGGER_SSE_TIMEOUT_SECONDS (how long the server holds a\n"
+	"  subscription, 1..600, default 600)\n";
 
 static const char *const code_names[TRIGGER_E_LAST] = {
 	"OK", "INVALID", "NOT_FOUND", "RUN_FINISHED", "UNAUTHORIZED",
@@ -394,10 +394,6 @@ static int cmd_oneshot(trigger_client *c, const char *cmd, int argc, char **argv
 					      trigger_sync_done, &s);
 	else if (!strcmp(cmd, "cancel") && argc == 1)
 		queued = trigger_run_cancel(c, argv[0], trigger_sync_done, &s);
-	else if (!strcmp(cmd, "wait-create") && (argc == 2 || argc == 3))
-		queued = trigger_wait_create(c, argv[0], argv[1],
-					     argc == 3 ? argv[2] : NULL, -1,
-					     trigger_sync_done, &s);
 	else if (!strcmp(cmd, "waitpoint-get") && argc == 1)
 		queued = trigger_waitpoint_get(c, argv[0], trigger_sync_done, &s);
 	else if (!strcmp(cmd, "waitpoint-create") && argc <= 1)
@@ -423,8 +419,6 @@ static int cmd_oneshot(trigger_client *c, const char *cmd, int argc, char **argv
 		print_field(s.body, "id");
 	else if (!rc && !strcmp(cmd, "waitpoint-create"))
 		print_field(s.body, "id");
-	else if (!rc && !strcmp(cmd, "wait-create"))
-		print_field(s.body, "waitpointId");
 	else if (!rc && strcmp(cmd, "cancel") != 0)
 		print_json(s.body);
 	trigger_sync_clear(&s);

@@ -56,6 +56,11 @@ struct trigger_result {
 				 * (lowercased names), or NULL; borrowed */
 };
 
+/* res for a log line: "HTTP 404: Run not found", or, when no answer came,
+ * what happened ("connection refused: ...").  Returns buf. */
+const char *trigger_result_text(const struct trigger_result *res, char *buf,
+				size_t len);
+
 /* Runs on the event thread; res and everything it points to is valid only
  * during the call. */
 typedef void (*trigger_done_fn)(void *arg, const struct trigger_result *res);
@@ -73,6 +78,11 @@ trigger_cred *trigger_cred_secret_key(const char *key, char *err, size_t errlen)
 trigger_cred *trigger_cred_token(const char *jwt, char *err, size_t errlen);
 
 void trigger_cred_free(trigger_cred *cred);
+
+/* Whether a secret key is an additional API key (tr_<env>_sk_<24
+ * alphanumerics>): it cannot sign tokens; the client asks the API for
+ * them (POST /api/v1/auth/public-tokens) instead. */
+int trigger_key_is_additional(const char *key);
 
 int trigger_cred_is_secret(const trigger_cred *cred);
 /* For tokens: exp (0 when absent), sub (NULL when absent), the scopes. */
@@ -109,6 +119,8 @@ struct trigger_client_opts {
 	long send_timeout_ms;      /* retry deadline for sends; 0: 30 s */
 	long request_timeout_ms;   /* retry deadline for other calls; 0: 30 s */
 	const char *user_agent;    /* NULL: "libtriggerclient/<version>" */
+	const char *stream_url;    /* streams; NULL: $TRIGGER_STREAM_URL, else api_url */
+	const char *branch;        /* NULL: $TRIGGER_PREVIEW_BRANCH (x-trigger-branch) */
 };
 
 /* Validates the URL (scheme, host; TLS always verified) and starts the
@@ -150,12 +162,6 @@ int trigger_run_get(trigger_client *c, const char *run_id,
 int trigger_runs_list(trigger_client *c, const char *status_filter,
 		      int page_size, const char *after,
 		      trigger_done_fn done, void *arg);
-
-/* POST /api/v1/runs/<id>/input-streams/wait.  timeout may be NULL ("5m",
- * "30s", ...); last_seq < 0 means absent.  res->body has waitpointId. */
-int trigger_wait_create(trigger_client *c, const char *run_id,
-			const char *stream_id, const char *timeout,
-			long long last_seq, trigger_done_fn done, void *arg);
 
 /* GET /api/v1/waitpoints/tokens/<id> (a secret key only: the key goes as
  * itself).  res->body: id, status (WAITING, COMPLETED, TIMED_OUT), output

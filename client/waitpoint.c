@@ -20,7 +20,7 @@ int trigger_waitpoint_get(trigger_client *c, const char *waitpoint_id,
 
 	if (!c || !waitpoint_id || !*waitpoint_id)
 		return TRIGGER_E_INVALID;
-	call.url = tc_url(c, "/api/v1/waitpoints/tokens/%s", waitpoint_id, NULL);
+	call.url = tc_url(c->url, "/api/v1/waitpoints/tokens/%s", waitpoint_id, NULL);
 	return call.url ? tc_call(c, &call, done, arg) : TRIGGER_E_NOMEM;
 }
 
@@ -36,7 +36,7 @@ int trigger_waitpoint_complete(trigger_client *c, const char *waitpoint_id,
 
 	if (!c || !waitpoint_id || !*waitpoint_id || !json || !len)
 		return TRIGGER_E_INVALID;
-	call.url = tc_url(c, "/api/v1/waitpoints/tokens/%s/complete",
+	call.url = tc_url(c->url, "/api/v1/waitpoints/tokens/%s/complete",
 			  waitpoint_id, NULL);
 	call.body = malloc(len + sizeof("{\"data\":}"));
 	if (call.body)

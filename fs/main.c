@@ -40,7 +40,6 @@ static const struct fuse_opt option_spec[] = {
 	TFS_OPT("secret_key_file=%s", secret_key_file),
 	TFS_OPT("timeout=%s", timeout),
 	TFS_OPT("send_timeout=%s", send_timeout),
-	TFS_OPT("waitpoints", waitpoints),
 	TFS_OPT("insecure_http", insecure_http),
 	FUSE_OPT_KEY("token=", KEY_SECRET_IN_ARGV),
 	FUSE_OPT_KEY("access_token=", KEY_SECRET_IN_ARGV),
@@ -102,7 +101,6 @@ static void usage(const char *prog)
 	       "    -o timeout=DURATION     reads at the end of a stream fail with\n"
 	       "                            ETIMEDOUT after this (30s, 5m, 1h; default none)\n"
 	       "    -o send_timeout=DURATION  retry deadline of a send (default 30s)\n"
-	       "    -o waitpoints           register blocked reads as input-stream waitpoints\n"
 	       "    -o insecure_http        allow http:// to hosts other than loopback\n\n"
 	       "Credentials come from the files above, else from TRIGGER_ACCESS_TOKEN,\n"
 	       "else TRIGGER_SECRET_KEY; never from the command line.\n\n", prog);
@@ -339,7 +337,6 @@ static int configure(struct tfs_options *o, double *send_to)
 		fprintf(stderr, "triggerfs: bad send_timeout=%s (use 30s, 5m)\n", o->send_timeout);
 		return -1;
 	}
-	tfs.waitpoints = o->waitpoints;
 	tfs.park_limit = kernel_park_limit();
 	tfs.open_timeout = OPEN_TIMEOUT > *send_to ? OPEN_TIMEOUT : *send_to;
 	tfs.started = time(NULL);

@@ -12,6 +12,12 @@
 
 #define MISSING_TTL 2.0      /* seconds an unknown run stays unknown */
 #define POLL_INTERVAL 2.0    /* seconds between status polls of a waited run */
+/* Polls a minute, all runs together: a public token may make 60 requests a
+ * minute under /api/ (lookups need some too); a key's tokens are per run,
+ * its environment allows 1,500. */
+#define POLLS_TOKEN 30.0
+#define POLLS_KEY 1000.0
+#define NOT_FOUND_POLLS 3    /* a waited run unknown this often: gone */
 #define LIST_PAGE 100
 #define LIST_MAX 1000        /* runs listed at most */
 
@@ -67,6 +73,8 @@ void runs_learned(struct tfs_run *run, const json_t *body)
  * read it cannot ask, so it is taken at its word. */
 static int check_result(struct tfs_run *run, const struct trigger_result *res)
 {
+	char why[320];
+
 	switch (res->code) {
 	case TRIGGER_OK:
 		run->state = RUN_EXISTS;
@@ -74,8 +82,8 @@ static int check_result(struct tfs_run *run, const struct trigger_result *res)
 		return 0;
 	case TRIGGER_E_NOT_FOUND:
 		run->state = RUN_MISSING;
-		tfs_log(LOG_ERR, "run %s: not found (HTTP %ld: %s)", run->id,
-			res->status, res->error);
+		tfs_log(LOG_ERR, "run %s: not found (%s)", run->id,
+			trigger_result_text(res, why, sizeof(why)));
 		return tfs_errno(res->code);
 	case TRIGGER_E_FORBIDDEN:
 	case TRIGGER_E_UNAUTHORIZED:
@@ -86,9 +94,9 @@ static int check_result(struct tfs_run *run, const struct trigger_result *res)
 		/* fall through */
 	default:
 		run->state = RUN_UNKNOWN;
-		tfs_log(LOG_ERR, "run %s: cannot look it up: %s (HTTP %ld: %s)",
-			run->id, trigger_strerror(res->code), res->status,
-			res->error);
+		tfs_log(LOG_ERR, "run %s: cannot look it up: %s (%s)",
+			run->id, trigger_strerror(res->code),
+			trigger_result_text(res, why, sizeof(why)));
 		return tfs_errno(res->code);
 	}
 }
@@ -151,22 +159,38 @@ out:
 
 /* ---- polling runs that someone waits on -------------------------------- */
 
+static size_t nwaited;        /* runs in tfs.waited_runs */
+
+/* A 404 may be a replica behind (the client retried it a while already):
+ * only one repeated over several polls means the run is gone. */
 static void poll_done(void *arg, const struct trigger_result *res)
 {
 	struct tfs_run *run = arg;
 
 	pthread_mutex_lock(&tfs.lock);
 	run->polling = false;
+	run->not_found_polls = res->code == TRIGGER_E_NOT_FOUND ?
+			       run->not_found_polls + 1 : 0;
 	if (res->code == TRIGGER_OK)
 		runs_learned(run, res->body);
-	else if (res->code == TRIGGER_E_NOT_FOUND)
+	else if (run->not_found_polls >= NOT_FOUND_POLLS)
 		runs_finished(run, "no longer known to the API");
 	pthread_mutex_unlock(&tfs.lock);
 }
 
+/* Seconds between polls of one run, so that all of them stay within the
+ * credential's rate limit however many runs are waited on. */
+static double poll_interval(void)
+{
+	double per_min = trigger_cred_is_secret(tfs.cred) ? POLLS_KEY : POLLS_TOKEN;
+	double spread = (double)nwaited * 60.0 / per_min;
+
+	return spread > POLL_INTERVAL ? spread : POLL_INTERVAL;
+}
+
 static void poll_run(struct tfs_run *run, double now)
 {
-	if (run->polling || run->finished || now - run->polled_at < POLL_INTERVAL)
+	if (run->polling || run->finished || now - run->polled_at < poll_interval())
 		return;
 	run->polled_at = now;
 	run->polling = !trigger_run_get(tfs.client, run->id, poll_done, run);
@@ -176,6 +200,7 @@ static void poll_run(struct tfs_run *run, double now)
 void runs_add_waiter(struct tfs_run *run)
 {
 	if (run->nwaiters++ == 0) {
+		nwaited++;
 		list_add_tail(&tfs.waited_runs, &run->waiting);
 		poll_run(run, tfs_now());
 	}
@@ -183,8 +208,10 @@ void runs_add_waiter(struct tfs_run *run)
 
 void runs_del_waiter(struct tfs_run *run)
 {
-	if (--run->nwaiters == 0)
+	if (--run->nwaiters == 0) {
+		nwaited--;
 		list_del(&run->waiting);
+	}
 }
 
 /* From the watcher, with tfs.lock held. */
@@ -258,10 +285,12 @@ static void list_page_done(void *arg, const struct trigger_result *res)
 				       "next");
 	size_t i;
 	json_t *run;
+	char why[320];
 
 	if (res->code != TRIGGER_OK)
-		tfs_log(LOG_WARNING, "listing runs: %s (HTTP %ld: %s); showing the runs used here",
-			trigger_strerror(res->code), res->status, res->error);
+		tfs_log(LOG_WARNING, "listing runs: %s (%s); showing the runs used here",
+			trigger_strerror(res->code),
+			trigger_result_text(res, why, sizeof(why)));
 	json_array_foreach(data, i, run) {
 		const char *id = json_string_value(json_object_get(run, "id"));
 

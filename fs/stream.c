@@ -251,11 +251,8 @@ static void park(struct tfs_waiter *w)
 	else
 		list_init(&w->dnode);
 	tfs.parked[w->kind]++;
-	if (w->kind == WAIT_READ) {
+	if (w->kind == WAIT_READ)
 		runs_add_waiter(w->stream->run);
-		if (tfs.waitpoints && !w->stream->output)
-			stream_waitpoint(w->stream);
-	}
 }
 
 /* Park w unless it was interrupted or can be answered by now.  The
@@ -419,7 +416,6 @@ static void on_record(void *arg, const struct trigger_record *rec)
 	if (ctx->active && rec->seq > s->last_seq) {
 		log_append(s, rec->json, rec->json_len);
 		s->last_seq = rec->seq;
-		s->waitpoint_pending = false;
 		wake_readers(s);
 		notify_pollers(s);
 	}
@@ -428,9 +424,11 @@ static void on_record(void *arg, const struct trigger_record *rec)
 
 static void sub_failed(struct tfs_stream *s, const struct trigger_result *res)
 {
-	tfs_log(LOG_ERR, "run %s stream %s: cannot receive: %s (HTTP %ld: %s)",
-		s->run->id, s->name, trigger_strerror(res->code), res->status,
-		res->error);
+	char why[320];
+
+	tfs_log(LOG_ERR, "run %s stream %s: cannot receive: %s (%s)",
+		s->run->id, s->name, trigger_strerror(res->code),
+		trigger_result_text(res, why, sizeof(why)));
 	s->sub_error = res->code ? res->code : TRIGGER_E_PROTOCOL;
 	if (res->code == TRIGGER_E_NOT_FOUND)
 		s->run->state = RUN_MISSING;
@@ -525,7 +523,7 @@ static void sub_stop(struct tfs_stream *s)
 	trigger_unsubscribe(ctx->sub);
 }
 
-/* ---- run state, deadlines, waitpoints, shutdown ------------------------- */
+/* ---- run state, deadlines, shutdown -------------------------------------- */
 
 /* Called with tfs.lock held when the run is learned to be finished. */
 void stream_run_finished(struct tfs_stream *s)
@@ -571,48 +569,4 @@ void stream_shutdown(void)
 	tree_for_each_run(shutdown_run, NULL);
 	waitpoints_shutdown();
 	pthread_mutex_unlock(&tfs.lock);
-}
-
-static void waitpoint_done(void *arg, const struct trigger_result *res)
-{
-	struct tfs_stream *s = arg;
-
-	pthread_mutex_lock(&tfs.lock);
-	if (res->code != TRIGGER_OK) {
-		s->waitpoint_pending = false;
-		tfs_log(LOG_WARNING, "run %s stream %s: cannot register a waitpoint: %s (HTTP %ld: %s)",
-			s->run->id, s->name, trigger_strerror(res->code),
-			res->status, res->error);
-	} else {
-		json_t *id = json_object_get(res->body, "waitpointId");
-
-		tfs_log(LOG_INFO, "run %s stream %s: waitpoint %s registered",
-			s->run->id, s->name,
-			json_is_string(id) ? json_string_value(id) : "?");
-	}
-	pthread_mutex_unlock(&tfs.lock);
-}
-
-/* -o waitpoints: a reader waits at the end, so register the wait with the
- * API (once per record awaited).  Called with tfs.lock held. */
-void stream_waitpoint(struct tfs_stream *s)
-{
-	char timeout[32];
-	const char *t = NULL;
-
-	if (s->waitpoint_pending)
-		return;
-	if (tfs.read_timeout > 0) {
-		snprintf(timeout, sizeof(timeout), "%lds",
-			 (long)(tfs.read_timeout + 0.999));
-		t = timeout;
-	}
-	s->waitpoint_pending = true;
-	int rc = trigger_wait_create(tfs.client, s->run->id, s->name, t,
-				     s->last_seq, waitpoint_done, s);
-	if (rc) {
-		s->waitpoint_pending = false;
-		tfs_log(LOG_WARNING, "run %s stream %s: cannot register a waitpoint: %s",
-			s->run->id, s->name, trigger_strerror(rc));
-	}
 }

@@ -146,6 +146,7 @@ struct tfs_run {
 	bool finished;
 	char *final_status;          /* the status it finished with, if known */
 	bool polling;                /* a status request is in flight */
+	unsigned not_found_polls;    /* polls in a row that found no run */
 	double polled_at;
 	struct list lookups;         /* struct tfs_lookup waiting for a check */
 	struct tfs_stream *streams;  /* singly linked, newest first */
@@ -203,9 +204,6 @@ struct tfs_stream {
 	struct list waiters;         /* struct tfs_waiter */
 	struct list pollers;         /* struct tfs_handle with a poll handle */
 
-	/* -o waitpoints */
-	bool waitpoint_pending;
-
 	/* writes go out one at a time, in order */
 	struct tfs_sink sink;
 };
@@ -243,7 +241,6 @@ struct tfs_options {
 	char *secret_key_file;
 	char *timeout;
 	char *send_timeout;
-	int waitpoints;
 	int insecure_http;
 	int show_help;
 	int show_version;
@@ -262,7 +259,6 @@ struct tfs {
 	double read_timeout;         /* -o timeout=, seconds; 0: none */
 	double park_limit;           /* kernel request timeout guard; 0: none */
 	double open_timeout;         /* how long an open waits to catch up */
-	bool waitpoints;
 	bool shutting_down;
 	size_t parked[2];            /* by waiter_kind */
 	struct list deadlines[2];    /* by waiter_kind, deadline order */
@@ -343,7 +339,6 @@ void stream_free_all_handles(void);
 void stream_run_finished(struct tfs_stream *s);
 void stream_expire(double now);
 void stream_shutdown(void);
-void stream_waitpoint(struct tfs_stream *s);
 /* How long a parked request of this kind may wait, 0: forever; *err is
  * what it gets then. */
 double stream_park_timeout(enum waiter_kind kind, int *err);

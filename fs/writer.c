@@ -235,9 +235,11 @@ static void write_failed(struct tfs_write *w, const struct trigger_result *res)
 	struct tfs_handle *h = w->h;
 	struct tfs_sink *sink = h->sink;
 	int err = tfs_errno(res->code);
+	char why[320];
 
-	tfs_log(LOG_ERR, "%s: send failed: %s (HTTP %ld: %s)%s", LABEL(sink),
-		trigger_strerror(res->code), res->status, res->error,
+	tfs_log(LOG_ERR, "%s: send failed: %s (%s)%s", LABEL(sink),
+		trigger_strerror(res->code),
+		trigger_result_text(res, why, sizeof(why)),
 		w->next ? "; the lines before it were sent" : "");
 	if (res->code == TRIGGER_E_RUN_FINISHED && sink->run)
 		runs_finished(sink->run, "a send was refused");

@@ -13,6 +13,14 @@ client) and the local API server, driven from the test:
     proxy.refuse()       # new connections: ECONNREFUSED (open ones go on)
     proxy.close()
 
+With answers=True it forwards whole requests and follows the answers'
+framing, so that it can also play the real server's faults:
+
+    proxy.answer("GET", "/api/v3/runs/run_1", 404, {"error": "Not found"},
+                 {"x-should-retry": "true"}, seconds=3)   # or times=N
+    proxy.sse_error("boom")  # each open event stream: at its next event
+                             # boundary, "event: error" and the end
+
 It runs its own asyncio loop in a thread; every method is synchronous and
 thread-safe. Requests are recorded as (method, path, headers) with the
 Authorization header replaced by the credential's kind ("secret", "jwt");
@@ -126,6 +134,126 @@ class _Requests:
         self.tail = window[-len(self.watch):]
 
 
+class Rule:
+    """Requests (method, path exactly) the proxy answers itself."""
+
+    def __init__(self, method: str, path: str, status: int, body, headers: Optional[dict],
+                 times: Optional[int], seconds: Optional[float]) -> None:
+        self.method, self.path, self.status = method, path, status
+        self.body = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.headers = dict(headers or {})
+        self.times = times
+        self.until = time.monotonic() + seconds if seconds is not None else None
+        self.hits: list = []        # monotonic times of the answers given
+
+    def live(self) -> bool:
+        return ((self.times is None or len(self.hits) < self.times) and
+                (self.until is None or time.monotonic() < self.until))
+
+    def response(self) -> bytes:
+        headers = {"Content-Type": "application/json; charset=utf-8", **self.headers,
+                   "Content-Length": str(len(self.body))}
+        head = f"HTTP/1.1 {self.status} Fault\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in headers.items())
+        return head.encode() + b"\r\n" + self.body
+
+
+def _split_request(buf: bytes):
+    """-> (one whole request, the rest) or (None, buf)."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None, buf
+    length = 0
+    for line in buf[:end].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    total = end + 4 + length
+    if len(buf) < total:
+        return None, buf
+    return buf[:total], buf[total:]
+
+
+class _Answers:
+    """Follows answers on one connection (heads, chunked or sized bodies):
+    which one is an event stream and whether its bytes so far end at an
+    event boundary, where an "event: error" can go in."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.state = "head"
+        self.left = 0               # of a sized body or a chunk's data
+        self.sse = False
+        self.tail = b"\n\n"        # the body's last bytes
+        self.chunked = False
+
+    def at_boundary(self) -> bool:
+        return (self.sse and self.chunked and self.state == "size" and not self.buf and
+                (self.tail.endswith(b"\n\n") or self.tail.endswith(b"\r\n\r\n")))
+
+    def feed(self, data: bytes) -> list:
+        """-> the data cut where an event boundary falls (to inject there)."""
+        pieces, start = [], 0
+        self.buf += data
+        data, self.buf = self.buf, b""
+        i = 0
+        while i < len(data):
+            if self.state == "head":
+                end = data.find(b"\r\n\r\n", i)
+                if end < 0:
+                    self.buf = data[i:]
+                    break
+                self._head(data[i:end])
+                i = end + 4
+            elif self.state in ("body", "data"):
+                take = min(self.left, len(data) - i)
+                self.tail = (self.tail + data[i:i + take])[-4:]
+                self.left -= take
+                i += take
+                if self.left == 0:
+                    self.state = "crlf" if self.state == "data" else "head"
+            elif self.state in ("size", "crlf", "trailer"):
+                end = data.find(b"\r\n", i)
+                if end < 0:
+                    self.buf = data[i:]
+                    break
+                line, i = data[i:end], end + 2
+                if self.state == "crlf":
+                    self.state = "size"
+                    if self.at_boundary():
+                        pieces.append(data[start:i])
+                        start = i
+                elif self.state == "trailer":
+                    self.state = "trailer" if line else "head"
+                else:
+                    self.left = int(line.split(b";")[0], 16)
+                    self.state = "data" if self.left else "trailer"
+            else:                   # "close": the body runs to the end
+                i = len(data)
+        pieces.append(data[start:len(data) - len(self.buf)])
+        return pieces
+
+    def _head(self, head: bytes) -> None:
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ")[1])
+        fields = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            fields[name.strip().lower()] = value.strip().lower()
+        if status < 200:
+            return
+        self.sse = fields.get(b"content-type", b"").startswith(b"text/event-stream")
+        self.chunked = fields.get(b"transfer-encoding") == b"chunked"
+        self.tail = b"\n\n"
+        if self.chunked:
+            self.state = "size"
+        elif b"content-length" in fields:
+            self.left = int(fields[b"content-length"])
+            self.state = "body" if self.left else "head"
+        else:
+            self.state = "close"
+
+
 class _Conn:
     def __init__(self, client_w: asyncio.StreamWriter, watch: Optional[bytes]) -> None:
         self.client_w = client_w
@@ -135,6 +263,9 @@ class _Conn:
         self.tasks: list = []
         self.flowing = asyncio.Event()
         self.held = 0               # bytes read from the client, not yet forwarded
+        self.upbuf = b""            # answers mode: a request not yet whole
+        self.answers = _Answers()
+        self.error_text: Optional[str] = None   # sse_error() pending
 
     def abort(self) -> None:
         for w in (self.client_w, self.upstream_w):
@@ -147,8 +278,11 @@ class _Conn:
 
 class FaultProxy:
     def __init__(self, upstream_port: int, upstream_host: str = HOST, port: int = 0,
-                 watch: Optional[bytes] = None):
+                 watch: Optional[bytes] = None, answers: bool = False):
         self.upstream = (upstream_host, upstream_port)
+        self.answers = answers
+        self.rules: list = []
+        self.errors_sent = 0          # "event: error"s injected
         self.watch = watch
         self.port = port
         self.connections = 0          # accepted so far
@@ -194,6 +328,28 @@ class FaultProxy:
         forwarded whole, the server's answer is swallowed and the connection
         reset: the server did the work, the client never hears of it."""
         self._call(self._set(cut=tuple(m.upper() for m in methods) or ()))
+
+    def answer(self, method: str, path: str, status: int, body=b"",
+               headers: Optional[dict] = None, times: Optional[int] = None,
+               seconds: Optional[float] = None) -> Rule:
+        """Answer these requests here (the server never sees them), `times`
+        times or for `seconds` (both None: until clear_answers)."""
+        assert self.answers, "FaultProxy(..., answers=True) needed"
+        rule = Rule(method, path, status, body, headers, times, seconds)
+        with self._lock:
+            self.rules.append(rule)
+        return rule
+
+    def clear_answers(self) -> None:
+        with self._lock:
+            self.rules.clear()
+
+    def sse_error(self, text: str = "Stream read failed") -> None:
+        """Each event stream open now gets, at its next event boundary,
+        "event: error" with `text`, and then its end (no [DONE]), as the
+        real server ends a read that failed."""
+        assert self.answers, "FaultProxy(..., answers=True) needed"
+        self._call(self._sse_error(text))
 
     def refuse(self) -> None:
         """Stop listening: new connections get ECONNREFUSED."""
@@ -277,6 +433,38 @@ class FaultProxy:
             await self._server.wait_closed()
             self._server = None
 
+    async def _sse_error(self, text: str) -> None:
+        for c in list(self._conns):
+            if c.answers.sse:
+                c.error_text = text
+                if c.answers.at_boundary():
+                    self._inject_error(c)
+
+    def _inject_error(self, conn: _Conn) -> None:
+        event = f"event: error\ndata: {conn.error_text}\n\n".encode()
+        conn.error_text = None
+        conn.client_w.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(event), event))
+        self.errors_sent += 1
+        # The stream is over: the connection goes with it.
+        asyncio.get_running_loop().call_later(0.05, self._close_conn, conn)
+
+    def _close_conn(self, conn: _Conn) -> None:
+        with self._lock:
+            self._conns.discard(conn)
+        for t in conn.tasks:
+            t.cancel()
+        for w in (conn.client_w, conn.upstream_w):
+            if w is not None:
+                w.close()
+
+    def _answer_here(self, method: str, path: str) -> Optional[bytes]:
+        with self._lock:
+            for rule in self.rules:
+                if rule.method == method and rule.path == path and rule.live():
+                    rule.hits.append(time.monotonic())
+                    return rule.response()
+        return None
+
     async def _cut_all(self) -> int:
         conns = list(self._conns)
         for c in conns:
@@ -330,18 +518,51 @@ class FaultProxy:
                 conn.held -= len(data)
             if self._delay:
                 await asyncio.sleep(self._delay)
-            if upward:
+            if upward and self.answers:
+                data = self._requests_up(conn, data)
+            elif upward:
                 self._count(conn, data)
             elif conn.cut_pending is not None:
                 self._cut(conn)     # the answer arrived: swallow it
                 return
-            dst.write(data)
+            elif self.answers:
+                if self._answers_down(conn, data, dst):
+                    return
+                data = b""
+            if data:
+                dst.write(data)
             try:
                 await dst.drain()
             except OSError:
                 return
             if upward and conn.cut_pending is not None:
                 asyncio.get_running_loop().call_later(CUT_ANSWER_WAIT, self._cut, conn)
+
+    def _requests_up(self, conn: _Conn, data: bytes) -> bytes:
+        """Whole requests only; those a rule answers are answered here."""
+        out = []
+        conn.upbuf += data
+        while True:
+            req, conn.upbuf = _split_request(conn.upbuf)
+            if req is None:
+                return b"".join(out)
+            self._count(conn, req)
+            line = req.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+            canned = self._answer_here(line[0], line[1] if len(line) > 1 else "")
+            if canned is None:
+                out.append(req)
+            else:
+                conn.client_w.write(canned)
+
+    def _answers_down(self, conn: _Conn, data: bytes, dst: asyncio.StreamWriter) -> bool:
+        """Forward an answer's bytes; an error waiting goes in at the first
+        event boundary.  Returns True when the connection ended there."""
+        for piece in conn.answers.feed(data):
+            dst.write(piece)
+            if conn.error_text is not None and conn.answers.at_boundary():
+                self._inject_error(conn)
+                return True
+        return False
 
     def _count(self, conn: _Conn, data: bytes) -> None:
         for method, path, headers in conn.requests.feed(data):

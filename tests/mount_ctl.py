@@ -3,7 +3,7 @@
     m = Mount(server.url, key=server.secret_key).start()
     m.input(run, "chat")          # MNT/runs/<run>/input/chat
     m.stats()["parked_reads"]     # MNT/.triggerfs-stats
-    m.wait_log("waitpoint .* registered")
+    m.wait_log("has finished")
     m.stop()                      # unmount, reap, check exit status and sanitizers
 
 The daemon runs in the foreground (-f) with its stderr in a file that tests
@@ -86,7 +86,7 @@ class Mount:
 
     key/token go into the daemon's environment (TRIGGER_SECRET_KEY /
     TRIGGER_ACCESS_TOKEN); `options` are extra -o values ("timeout=1s",
-    "waitpoints", "token_file=/path"); api_url is added unless None.
+    "token_file=/path"); api_url is added unless None.
     `mountpoint` reuses another mount's directory (never unmounted here)."""
 
     def __init__(self, api_url: Optional[str], key: Optional[str] = None,

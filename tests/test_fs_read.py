@@ -109,21 +109,20 @@ def test_mount_timeout_gives_etimedout(mount_factory, server, run):
     server.send(run, "w", 7)
     assert sh('head -n1 "$S"', env={"S": m.input(run, "w")}).stdout == b"7\n"
 
-
-def test_waitpoints_registers_the_wait_with_the_api(mount_factory, server, run):
-    m = mount_factory(options=["waitpoints"])
+def test_a_blocked_read_registers_no_waitpoint(mount_factory, server, run):
+    # A registration from outside would take the task's own .wait() slot.
+    gone = mount_factory(options=["waitpoints"], start=False)
+    assert gone.run_to_exit() != 0
+    assert "unknown option" in gone.stderr()
+    m = mount_factory()
     proc = blocked_reader(m, 'head -n1 "$S"', S=m.input(run, "approval"))
     try:
-        wp = m.wait_log(rf"run {run} stream approval: waitpoint (\S+) registered").group(1)
-        status, _, body = server.api("GET", f"/api/v1/waitpoints/tokens/{wp}")
-        assert (status, body["status"]) == (200, "WAITING"), body
         server.send(run, "approval", {"ok": 1})
         assert finish(proc) == (0, '{"ok":1}\n', "")
     finally:
         kill_group(proc)
-    status, _, body = server.api("GET", f"/api/v1/waitpoints/tokens/{wp}")
-    assert (status, body["status"]) == (200, "COMPLETED"), body
-    assert json.loads(body["output"]) == {"ok": 1}
+    paths = [e["path"] for e in server.request_log_entries()]
+    assert not [p for p in paths if "wait" in p], paths
 
 
 # ---------------------------------------------------------------- on

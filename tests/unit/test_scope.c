@@ -1,5 +1,5 @@
-/* The Trigger.dev scope rules (webapp checkAuthorization plus the super
- * scopes the routes pass), as a table. */
+/* The Trigger.dev scope rules (the webapp's buildJwtAbility with its
+ * action aliases), as a table. */
 #include "check.h"
 #include "trigger.h"
 
@@ -44,7 +44,29 @@ static const struct scope_case cases[] = {
 	{ { "admin:runs" }, "read", "runs", "run_1", 0 },
 	{ { "administrator" }, "read", "runs", "run_1", 0 },
 	{ { "all" }, "read", "runs", "run_1", 0 },
-	{ { "read:all:run_1" }, "read", "runs", "run_2", 0 },
+	/* type "all" matches before any id is looked at */
+	{ { "read:all:run_1" }, "read", "runs", "run_2", 1 },
+	/* "*" is any action; admin only bare (or with an empty type) */
+	{ { "*:inputStreams:run_1" }, "write", "inputStreams", "run_1", 1 },
+	{ { "*:inputStreams:run_1" }, "read", "inputStreams", "run_1", 1 },
+	{ { "*:inputStreams:run_1" }, "write", "inputStreams", "run_2", 0 },
+	{ { "*:all" }, "read", "runs", "run_1", 1 },
+	{ { "*" }, "read", "runs", "run_1", 0 },
+	{ { "admin:" }, "write", "runs", "run_1", 1 },
+	{ { "admin:inputStreams" }, "write", "inputStreams", "run_1", 0 },
+	{ { "admin:inputStreams" }, "admin", "inputStreams", "run_1", 1 },
+	{ { "admin:all" }, "write", "runs", "run_1", 0 },
+	/* an empty id is no id */
+	{ { "read:runs:" }, "read", "runs", "run_1", 1 },
+	/* trigger, batchTrigger and update accept write scopes */
+	{ { "write:tasks:t1" }, "trigger", "tasks", "t1", 1 },
+	{ { "write:tasks" }, "batchTrigger", "tasks", "t1", 1 },
+	{ { "write:all" }, "update", "runs", "r", 1 },
+	{ { "trigger:tasks:t1" }, "trigger", "tasks", "t1", 1 },
+	{ { "trigger:tasks:t1" }, "write", "tasks", "t1", 0 },
+	{ { "write:tasks:t1" }, "trigger", "tasks", "t2", 0 },
+	{ { "read:tasks:t1" }, "trigger", "tasks", "t1", 0 },
+	{ { "write:runs:r" }, "read", "runs", "r", 0 },
 	/* exact and case-sensitive */
 	{ { "Read:runs:run_1" }, "read", "runs", "run_1", 0 },
 	{ { "read:runs:RUN_1" }, "read", "runs", "run_1", 0 },
