@@ -1389,7 +1389,8 @@ int tc_call(trigger_client *c, const struct tc_call *call, trigger_done_fn done,
 	if (!rc && call->action)
 		rc = tc_cred_check(c, call->action, call->type, call->id);
 	if (!rc && !(r = req_alloc(c, call->body != NULL, done, arg,
-				     c->request_timeout_ms)))
+				     call->timeout_ms ? call->timeout_ms
+						      : c->request_timeout_ms)))
 		rc = TRIGGER_E_NOMEM;
 	if (rc) {
 		free(call->url);

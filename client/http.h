@@ -237,6 +237,7 @@ struct tc_call {
 	const char *scope;
 	const char *action, *type, *id;
 	const char *header_prefix;
+	long timeout_ms;        /* retry deadline; 0: the client's */
 };
 
 int tc_call(trigger_client *c, const struct tc_call *call,

@@ -165,7 +165,8 @@ int trigger_runs_list(trigger_client *c, const char *status_filter,
 
 /* GET /api/v1/waitpoints/tokens/<id> (a secret key only: the key goes as
  * itself).  res->body: id, status (WAITING, COMPLETED, TIMED_OUT), output
- * (the JSON text of the data), outputIsError, ... */
+ * (the JSON text of the data), outputIsError, ...  An unknown id is a 500
+ * (TRIGGER_E_SERVER), retried for 1.5 s only. */
 int trigger_waitpoint_get(trigger_client *c, const char *waitpoint_id,
 			  trigger_done_fn done, void *arg);
 

@@ -13,10 +13,15 @@
 
 static const char tokens_path[] = "/api/v1/waitpoints/tokens";
 
+/* The API answers 500 for an id it does not know, so a 5xx is retried
+ * only briefly: a caller asking whether a token exists must not wait the
+ * whole request timeout to learn that it does not. */
+#define GET_TIMEOUT_MS 1500
+
 int trigger_waitpoint_get(trigger_client *c, const char *waitpoint_id,
 			  trigger_done_fn done, void *arg)
 {
-	struct tc_call call = { 0 };
+	struct tc_call call = { .timeout_ms = GET_TIMEOUT_MS };
 
 	if (!c || !waitpoint_id || !*waitpoint_id)
 		return TRIGGER_E_INVALID;
