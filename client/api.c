@@ -901,7 +901,8 @@ static void req_header(struct tc_xfer *x, const char *line, size_t len)
 	char name[128];
 
 	if (!plen || !colon || (size_t)(colon - line) >= sizeof(name) ||
-	    (size_t)(colon - line) < plen || strncasecmp(line, r->hdr_prefix, plen))
+	    (size_t)(colon - line) < plen ||
+	    strncasecmp(line, r->hdr_prefix, plen) != 0)
 		return;
 	for (size_t i = 0; i < (size_t)(colon - line); i++)
 		name[i] = (char)tolower((unsigned char)line[i]);

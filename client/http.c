@@ -423,7 +423,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 	} else {
 		tc_answer_header(&x->ans, p, len);
 	}
-	if (x->ops->header_line && len > 2 && memcmp(p, "HTTP/", 5))
+	if (x->ops->header_line && len > 2 && memcmp(p, "HTTP/", 5) != 0)
 		x->ops->header_line(x, p, len);
 	return len;
 }
