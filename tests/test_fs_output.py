@@ -216,3 +216,23 @@ def test_listing_names_the_runs_output_streams(mount, server, run):
     server.write_output(run, "by-task", [1])
     names = os.listdir(mount.path("runs", run, "output"))
     assert "made-here" in names and "by-task" in names
+
+
+def test_readers_resume_exactly_once_across_a_server_restart(mount_factory, make_server):
+    srv = make_server()
+    run, _ = srv.trigger_run()
+    m = mount_factory(api_url=srv.url, key=srv.secret_key)
+    path = m.path("runs", run, "output", "r")
+    srv.write_output(run, "r", [0, 1])
+    cat = spawn_sh('exec cat "$O"', env={"O": path})
+    try:
+        lines = Lines(cat.stdout.fileno())
+        assert [lines.next()[0] for _ in range(2)] == ["0", "1"]
+        srv.kill9()
+        srv.restart()
+        srv.write_output(run, "r", [2, 3])
+        assert sh('echo 4 > "$O"', env={"O": path}, timeout=60).returncode == 0
+        assert [lines.next(30)[0] for _ in range(3)] == ["2", "3", "4"]
+        assert lines.quiet(1.0)                      # nothing twice
+    finally:
+        kill_group(cat)
