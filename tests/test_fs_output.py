@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import pty
+import secrets
 import select
 import subprocess
 
@@ -27,6 +28,15 @@ def raw_records(server, run: str, stream: str) -> list:
 
 def values(server, run: str, stream: str) -> list:
     return [v for _, v in server.records(run, stream, output=True)]
+
+
+def task_writes(server, run: str, stream: str, vals: list) -> None:
+    """Append as a task's streams.writer does: the PUT, then one S2 append,
+    each value a record {"data": <value>, "id": <7 random characters>}."""
+    s2 = server.open_output(run, stream)
+    bodies = [json.dumps({"data": v, "id": secrets.token_urlsafe(5)[:7]}) for v in vals]
+    status, ack = server.s2_append(s2, bodies)
+    assert status == 200, ack
 
 
 # ---- writing ---------------------------------------------------------------
@@ -152,7 +162,7 @@ def test_cat_follows_from_the_start_and_ends_with_the_run(mount, server, run):
         mount.wait_parked(1)
         # What a task writes (S2 appends as streams.writer makes them)
         # arrives too.
-        server.write_output(run, "chat", [{"n": 1}, {"n": 2}])
+        task_writes(server, run, "chat", [{"n": 1}, {"n": 2}])
         assert [lines.next()[0] for _ in range(2)] == ['{"n":1}', '{"n":2}']
         server.cancel(run)
         assert cat.wait(15) == 0                       # end of file with the run
@@ -168,7 +178,7 @@ def test_tail_f_and_one_subscription_for_all_readers(mount, server, run):
     into a pipe tail buffers what it reads before the file's end, so
     pipelines use cat or `stdbuf -oL tail -f`)."""
     path = mount.path("runs", run, "output", "log")
-    server.write_output(run, "log", ["before"])
+    task_writes(server, run, "log", ["before"])
     procs = blocked_cats(mount, [path, path])
     tails = []
     try:
@@ -213,7 +223,7 @@ def test_nonblocking_and_poll(mount, server, run):
 
 def test_listing_names_the_runs_output_streams(mount, server, run):
     sh('echo 1 > "$O"', env={"O": mount.path("runs", run, "output", "made-here")})
-    server.write_output(run, "by-task", [1])
+    task_writes(server, run, "by-task", [1])
     names = os.listdir(mount.path("runs", run, "output"))
     assert "made-here" in names and "by-task" in names
 
@@ -223,14 +233,14 @@ def test_readers_resume_exactly_once_across_a_server_restart(mount_factory, make
     run, _ = srv.trigger_run()
     m = mount_factory(api_url=srv.url, key=srv.secret_key)
     path = m.path("runs", run, "output", "r")
-    srv.write_output(run, "r", [0, 1])
+    task_writes(srv, run, "r", [0, 1])
     cat = spawn_sh('exec cat "$O"', env={"O": path})
     try:
         lines = Lines(cat.stdout.fileno())
         assert [lines.next()[0] for _ in range(2)] == ["0", "1"]
         srv.kill9()
         srv.restart()
-        srv.write_output(run, "r", [2, 3])
+        task_writes(srv, run, "r", [2, 3])
         assert sh('echo 4 > "$O"', env={"O": path}, timeout=60).returncode == 0
         assert [lines.next(30)[0] for _ in range(3)] == ["2", "3", "4"]
         assert lines.quiet(1.0)                      # nothing twice
