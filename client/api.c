@@ -44,6 +44,7 @@ struct stream {
 	 * are never removed, a lower bound of the tail ever after. */
 	long long base;
 	int known;              /* since[] has all our sends stored from base */
+	int ever_known;         /* base was learned once (see send_begin) */
 	int unreadable;         /* the credential may not read it: no checks */
 	uint64_t *since;        /* value hashes of those sends */
 	unsigned nsince, capsince;
@@ -471,6 +472,15 @@ int tc_auth_line(trigger_client *c, char *const *scopes, size_t n,
 	return TRIGGER_E_NOMEM;
 }
 
+int tc_auth_prefetch(trigger_client *c)
+{
+	if (!trigger_cred_is_secret(c->cred) || c->auth.sub)
+		return 0;
+	if (!c->auth.fetching)
+		claims_start(c);
+	return 1;
+}
+
 void tc_auth_cancel(trigger_client *c, struct tc_waiter *w)
 {
 	for (struct tc_waiter **p = &c->auth.waiters; *p; p = &(*p)->next)
@@ -759,7 +769,7 @@ static void read_done(struct tc_req *r)
 
 		st->base = r->rd_last + 1 > r->rd_from ? r->rd_last + 1 :
 			   r->rd_from;
-		st->known = 1;
+		st->known = st->ever_known = 1;
 		st->nsince = 0;
 		r->maybe_stored = 0;
 		if (stored)
@@ -780,9 +790,24 @@ static void read_done(struct tc_req *r)
 	req_finish(r, r->verifying && r->trouble.code ? &r->trouble : res);
 }
 
-/* A send's turn: first learn where its stream stands, if need be. */
+/* A send's turn: first learn where its stream stands, if need be.  When
+ * this client already follows the stream (a reader of the mount), the
+ * subscription says where it stands, as a tail read would, without the
+ * round trip: it is behind the server's tail only by what is on its way,
+ * as a tail read is by the time between the read and the send.  Only for
+ * a stream never known: after a send whose outcome stayed unknown, that
+ * send may be what is on its way, and the read has to place it. */
 static void send_begin(struct tc_req *r)
 {
+	struct stream *st = r->st;
+	long long next;
+
+	if (!st->known && !st->ever_known && !st->unreadable &&
+	    (next = tc_sub_next(r->c, st->url)) >= 0) {
+		st->base = next;
+		st->known = st->ever_known = 1;
+		st->nsince = 0;
+	}
 	if (r->st->known || r->st->unreadable) {
 		r->unverified = r->st->unreadable;
 		req_attempt(r);

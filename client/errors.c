@@ -19,6 +19,7 @@ static const char *const messages[TRIGGER_E_LAST] = {
 	[TRIGGER_E_PROTOCOL] = "unexpected answer from the server",
 	[TRIGGER_E_NOMEM] = "out of memory",
 	[TRIGGER_E_CANCELLED] = "cancelled: the client shut down",
+	[TRIGGER_E_TLS] = "server certificate not trusted",
 };
 
 const char *trigger_strerror(trigger_code code)

@@ -413,6 +413,9 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
 		if (status >= 200) {
 			x->status = status;
+			curl_easy_getinfo(x->easy, CURLINFO_LOCAL_PORT, &x->lport);
+			if (!x->client->bounded)
+				tc_conn_learn(x->client, x->easy);
 			if (x->ops->headers)
 				x->ops->headers(x, status);
 		}
@@ -518,6 +521,16 @@ static void easy_setup(trigger_client *c, struct tc_xfer *x, CURL *e,
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+	/* The CA bundle only: Debian's libcurl also names the CA directory,
+	 * and with a directory set libcurl does not cache the parsed CA
+	 * store, so every new connection re-read the whole bundle (20 ms of
+	 * CPU on this thread, every transfer stalled meanwhile). */
+	curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
+	if (c->ca_file)
+		curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
+#if LIBCURL_VERSION_NUM >= 0x075700     /* 7.87.0 */
+	curl_easy_setopt(e, CURLOPT_CA_CACHE_TIMEOUT, 86400L);
+#endif
 	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
 	if (c->tls)     /* only TLS may multiplex (HTTP/2) */
 		curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
@@ -533,6 +546,8 @@ static void easy_setup(trigger_client *c, struct tc_xfer *x, CURL *e,
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
 	if (s->method)
 		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, s->method);
+	if (s->head)
+		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
 	if (!s->post)
 		return;
 	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)s->body_len);
@@ -562,9 +577,14 @@ int tc_xfer_start(trigger_client *c, struct tc_xfer *x,
 	x->body_off = 0;
 	tc_xfer_clear(x);
 	x->easy = e;
+	x->client = c;
 	x->hdrs = s->hdrs;
+	x->lport = 0;
+	c->started++;
 	easy_setup(c, x, e, s);
+	tc_link_add_tail(&c->xfers, &x->live);
 	if (curl_multi_add_handle(c->multi, e) != CURLM_OK) {
+		tc_link_del(&x->live);
 		x->easy = NULL;
 		x->hdrs = NULL;
 		curl_slist_free_all(s->hdrs);
@@ -574,11 +594,32 @@ int tc_xfer_start(trigger_client *c, struct tc_xfer *x,
 	return 0;
 }
 
-static void xfer_release(trigger_client *c, struct tc_xfer *x)
+/* A transfer stopped before its end, on a shared (HTTP/2) connection:
+ * curl queues its RST_STREAM but sends it only when the connection next
+ * sends or receives, which on a quiet connection can be minutes, and the
+ * server keeps serving the stream meanwhile.  Remember the connection (by
+ * its local port: curl names no connection) to make it send. */
+static void kick_later(trigger_client *c, const struct tc_xfer *x)
+{
+	size_t n = sizeof(c->kick) / sizeof(c->kick[0]);
+
+	if (!c->bounded || !x->lport)
+		return;
+	for (size_t i = 0; i < c->nkick; i++)
+		if (c->kick[i] == x->lport)
+			return;
+	if (c->nkick < n)
+		c->kick[c->nkick++] = x->lport;
+}
+
+static void xfer_release(trigger_client *c, struct tc_xfer *x, int stopped)
 {
 	CURL *e = x->easy;
 
 	x->easy = NULL;
+	tc_link_del(&x->live);
+	if (stopped)
+		kick_later(c, x);
 	curl_multi_remove_handle(c->multi, e);
 	curl_slist_free_all(x->hdrs);
 	x->hdrs = NULL;
@@ -588,7 +629,7 @@ static void xfer_release(trigger_client *c, struct tc_xfer *x)
 void tc_xfer_stop(trigger_client *c, struct tc_xfer *x)
 {
 	if (x->easy)
-		xfer_release(c, x);
+		xfer_release(c, x, 1);
 }
 
 void tc_xfer_clear(struct tc_xfer *x)
@@ -611,7 +652,7 @@ static void collect_done(trigger_client *c)
 		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
 		x->os_errno = 0;
 		curl_easy_getinfo(m->easy_handle, CURLINFO_OS_ERRNO, &x->os_errno);
-		xfer_release(c, x);
+		xfer_release(c, x, 0);
 		tc_clock_seen(c, x->ans.date_s);
 		x->ops->done(x, rc);
 	}
@@ -710,6 +751,15 @@ static void error_text(struct trigger_result *res, const json_t *j,
 		snprintf(res->error, sizeof(res->error), "HTTP %ld", res->status);
 }
 
+/* The server's certificate did not verify, or ours to check it with
+ * could not be read: nothing a retry would change. */
+static int tls_failure(CURLcode rc)
+{
+	return rc == CURLE_PEER_FAILED_VERIFICATION ||
+	       rc == CURLE_SSL_CACERT_BADFILE || rc == CURLE_SSL_CERTPROBLEM ||
+	       rc == CURLE_SSL_PINNEDPUBKEYNOTMATCH;
+}
+
 /* What happened to a transfer that got no answer, in words. */
 static const char *net_words(CURLcode rc, long os_errno)
 {
@@ -762,7 +812,8 @@ void tc_result_fill(struct trigger_result *res, const struct tc_xfer *x,
 	res->jwt = x->jwt;
 	if (rc != CURLE_OK) {
 		tc_result_set(res, rc == CURLE_OPERATION_TIMEDOUT ?
-			      TRIGGER_E_TIMEOUT : TRIGGER_E_NETWORK, "%s: %s",
+			      TRIGGER_E_TIMEOUT : tls_failure(rc) ?
+			      TRIGGER_E_TLS : TRIGGER_E_NETWORK, "%s: %s",
 			      net_words(rc, x->os_errno),
 			      x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
 		return;
@@ -825,15 +876,43 @@ static int next_timeout(trigger_client *c)
 
 static void curl_act(trigger_client *c, curl_socket_t s, int flags)
 {
-	int running;
+	curl_multi_socket_action(c->multi, s, flags, &c->running);
+}
 
-	curl_multi_socket_action(c->multi, s, flags, &running);
+/* Pausing and resuming a transfer makes curl send what its connection
+ * has queued (the pause is a flow-control window update).  A connection
+ * left with no transfer gets the keep-warm request instead, which goes on
+ * it when it is the only one. */
+static void run_kicks(trigger_client *c)
+{
+	while (c->nkick) {
+		long port = c->kick[--c->nkick];
+		struct tc_link *l;
+
+		for (l = c->xfers.next; l != &c->xfers; l = l->next) {
+			struct tc_xfer *x = tc_container_of(l, struct tc_xfer, live);
+
+			if (x->lport == port) {
+				curl_easy_pause(x->easy, CURLPAUSE_SEND);
+				curl_easy_pause(x->easy, CURLPAUSE_CONT);
+				break;
+			}
+		}
+		if (l == &c->xfers && c->warm)
+			tc_warm_soon(c);
+	}
 }
 
 static void loop_once(trigger_client *c)
 {
 	struct epoll_event ev[64];
-	int n = epoll_wait(c->epfd, ev, 64, next_timeout(c));
+	int n;
+
+	while (c->nkick) {
+		run_kicks(c);
+		collect_done(c);
+	}
+	n = epoll_wait(c->epfd, ev, 64, next_timeout(c));
 
 	for (int i = 0; i < n; i++) {
 		int flags = 0;
@@ -859,6 +938,8 @@ static void loop_once(trigger_client *c)
 	}
 	collect_done(c);
 	run_timers(c);
+	if (c->warm)
+		tc_warm_update(c);
 }
 
 /* Everything live completes (CANCELLED / CLOSED); callbacks may queue
@@ -870,6 +951,7 @@ static void loop_shutdown(trigger_client *c)
 		tc_sub_shutdown(c);
 		tc_api_shutdown(c);
 		tc_output_shutdown(c);
+		tc_conn_shutdown(c);
 		pthread_mutex_lock(&c->lock);
 		if (!c->qhead) {
 			pthread_mutex_unlock(&c->lock);
@@ -964,7 +1046,7 @@ static int optional_fields(trigger_client *c,
 static int client_fields(trigger_client *c, const struct trigger_client_opts *o,
 			 char *err, size_t errlen)
 {
-	const char *url = o->api_url;
+	const char *url = o->api_url, *ca;
 	char ua[64];
 
 	if (!url || !*url)
@@ -979,6 +1061,8 @@ static int client_fields(trigger_client *c, const struct trigger_client_opts *o,
 		return -1;
 	snprintf(ua, sizeof(ua), "libtriggerclient/%s", TRIGGERFS_VERSION);
 	c->user_agent = strdup(o->user_agent ? o->user_agent : ua);
+	ca = o->ca_file ? o->ca_file : getenv("TRIGGER_CA_FILE");
+	c->ca_file = ca && *ca ? strdup(ca) : NULL;
 	c->cred = trigger_cred_dup(o->cred);
 	c->extra_key = c->cred && trigger_cred_is_secret(c->cred) &&
 		       trigger_key_is_additional(trigger_cred_text(c->cred));
@@ -989,7 +1073,7 @@ static int client_fields(trigger_client *c, const struct trigger_client_opts *o,
 	c->request_timeout_ms = o->request_timeout_ms > 0 ?
 				o->request_timeout_ms : 30000;
 	c->sse_timeout_s = sse_timeout_s();
-	if (!c->user_agent || !c->auth.key_line) {
+	if (!c->user_agent || !c->auth.key_line || (ca && *ca && !c->ca_file)) {
 		set_err(err, errlen, "out of memory");
 		return -1;
 	}
@@ -1013,6 +1097,9 @@ static int client_loop_init(trigger_client *c)
 	curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
 	curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
 	curl_multi_setopt(c->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+	/* As many streams per connection as the server allows (nginx: 128;
+	 * curl's own default is 100), so that fewer connections are needed. */
+	curl_multi_setopt(c->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, 256L);
 	return 0;
 }
 
@@ -1041,12 +1128,14 @@ static void client_destroy(trigger_client *c)
 		close(c->epfd);
 	tc_api_destroy(c);
 	tc_output_destroy(c);
+	tc_conn_destroy(c);
 	pthread_mutex_destroy(&c->lock);
 	free(c->heap);
 	free(c->url);
 	free(c->stream_base);
 	free(c->branch);
 	free(c->user_agent);
+	free(c->ca_file);
 	if (c->cred)
 		trigger_cred_free(c->cred);
 	free(c);
@@ -1076,11 +1165,15 @@ trigger_client *trigger_client_new(const struct trigger_client_opts *o,
 	c->qtail = &c->qhead;
 	tc_link_init(&c->reqs);
 	tc_link_init(&c->subs);
+	tc_link_init(&c->checks);
+	tc_link_init(&c->xfers);
 	pthread_mutex_init(&c->lock, NULL);
 	seed(c);
 	if (client_fields(c, o, err, errlen))
 		goto fail;
-	if (client_loop_init(c) || start_thread(c)) {
+	/* Over plain HTTP a new connection costs one round trip, not three. */
+	if (client_loop_init(c) || (o->keep_warm && c->tls && tc_warm_start(c)) ||
+	    start_thread(c)) {
 		set_err(err, errlen, "cannot start the event thread");
 		goto fail;
 	}

@@ -133,6 +133,9 @@ struct tc_xfer_ops {
 struct tc_xfer {
 	const struct tc_xfer_ops *ops;
 	CURL *easy;             /* NULL when idle */
+	trigger_client *client; /* set when started */
+	struct tc_link live;    /* in client->xfers while running */
+	long lport;             /* its connection's local port, once known */
 	struct curl_slist *hdrs;
 	long status;
 	char *jwt;              /* x-trigger-jwt of the answer, or NULL */
@@ -154,6 +157,7 @@ struct tc_xfer_spec {
 	size_t body_len;
 	struct curl_slist *hdrs;        /* handed over, freed by the xfer */
 	long timeout_ms;        /* whole transfer; 0: none */
+	int head;               /* HEAD: the headers only */
 };
 
 #define TC_API_VERSION "2025-07-16"
@@ -212,6 +216,9 @@ int tc_auth_line(trigger_client *c, char *const *scopes, size_t n,
 		 const char **line, struct tc_waiter *w,
 		 struct trigger_result *res);
 void tc_auth_cancel(trigger_client *c, struct tc_waiter *w);
+/* With a secret key, asks for the claims now unless they are known: 1 when
+ * asked (or on the way), 0 when there is nothing to ask. */
+int tc_auth_prefetch(trigger_client *c);
 
 /* <base>/realtime/v1/streams/<run>/input/<stream>, escaped; or NULL. */
 char *tc_stream_url(trigger_client *c, const char *run, const char *stream);
@@ -285,6 +292,7 @@ struct trigger_client {
 	_Atomic int64_t skew_s; /* server clock minus ours */
 	struct tc_budget budget;        /* event thread */
 	char *user_agent;
+	char *ca_file;          /* NULL: the system's CA bundle */
 	long send_timeout_ms, request_timeout_ms;
 	int sse_timeout_s;
 	int tls;
@@ -311,7 +319,37 @@ struct trigger_client {
 	struct tc_map streams;  /* api.c: the (run, stream)s sent to */
 	struct tc_output *output;       /* output.c, made on first use */
 	size_t streams_sweep_at;
+	struct tc_link xfers;   /* transfers running */
+	long kick[16];          /* local ports of connections to service */
+	size_t nkick;
+	unsigned long started;  /* transfers started, ever */
+	int running;            /* transfers curl has going */
+	int bounded;            /* HTTP/2 seen: connections capped */
+	struct tc_warm *warm;   /* conn.c; NULL unless keep_warm */
+	struct tc_link checks;  /* conn.c: trigger_client_check()s running */
 };
+
+/* ---- the connection (conn.c) ---------------------------------------- */
+
+/* Starts keeping the connection warm (opts.keep_warm): 0, or -1. */
+int tc_warm_start(trigger_client *c);
+/* The event thread's view after each round: how many transfers run. */
+void tc_warm_update(trigger_client *c);
+/* A connection has a stream reset queued and no transfer to send it: the
+ * keep-warm request goes shortly, unless another transfer starts first
+ * (which sends it). */
+void tc_warm_soon(trigger_client *c);
+void tc_conn_shutdown(trigger_client *c);
+void tc_conn_destroy(trigger_client *c);
+
+/* After a response's headers: once the server is seen to speak HTTP/2,
+ * cap the connections (every transfer can share one). */
+void tc_conn_learn(trigger_client *c, CURL *e);
+
+/* Where an open, caught-up subscription of this client to the stream at
+ * url stands: the next seq it will be sent (it has had every record
+ * before), or -1 when there is none. */
+long long tc_sub_next(trigger_client *c, const char *url);
 
 /* Shutdown hooks on the event thread, and cleanup after the join. */
 void tc_api_shutdown(trigger_client *c);

@@ -89,6 +89,18 @@ static void caught_up(struct trigger_sub *s)
 	emit(s, TRIGGER_SUB_CAUGHT_UP, NULL);
 }
 
+long long tc_sub_next(trigger_client *c, const char *url)
+{
+	for (struct tc_link *l = c->subs.next; l != &c->subs; l = l->next) {
+		struct trigger_sub *s = tc_container_of(l, struct trigger_sub, link);
+
+		if (s->state == S_OPEN && s->headers_ok && s->caught_up &&
+		    !s->reconnecting && !closing(s) && !strcmp(s->url, url))
+			return s->last_seq + 1;
+	}
+	return -1;
+}
+
 /* ---- closing ----------------------------------------------------------- */
 
 static void sub_free(struct trigger_sub *s)

@@ -36,6 +36,7 @@ typedef enum {
 	TRIGGER_E_PROTOCOL,       /* the answer could not be understood */
 	TRIGGER_E_NOMEM,
 	TRIGGER_E_CANCELLED,      /* the client shut down first */
+	TRIGGER_E_TLS,            /* the server's certificate did not verify */
 	TRIGGER_E_LAST
 } trigger_code;
 
@@ -121,6 +122,16 @@ struct trigger_client_opts {
 	const char *user_agent;    /* NULL: "libtriggerclient/<version>" */
 	const char *stream_url;    /* streams; NULL: $TRIGGER_STREAM_URL, else api_url */
 	const char *branch;        /* NULL: $TRIGGER_PREVIEW_BRANCH (x-trigger-branch) */
+	/* PEM file of the certificate authorities to trust instead of the
+	 * system's (a self-hosted instance behind a private CA).  NULL:
+	 * $TRIGGER_CA_FILE, else the system bundle. */
+	const char *ca_file;
+	/* Connect at once and keep the connection alive while no request is
+	 * running (a HEAD of the base URL every 45 s, for up to 10 minutes of
+	 * idleness): for long-lived clients whose next request should not pay
+	 * a new TCP and TLS handshake.  https only.  Servers close idle connections after
+	 * a minute or so. */
+	int keep_warm;
 };
 
 /* Validates the URL (scheme, host; TLS always verified) and starts the
@@ -134,6 +145,12 @@ trigger_client *trigger_client_new(const struct trigger_client_opts *opts,
 void trigger_client_free(trigger_client *client);
 
 const char *trigger_client_url(const trigger_client *client);
+
+/* Connect to the API and ask for the base URL (HEAD): OK on any HTTP
+ * answer; TRIGGER_E_TLS when the server's certificate does not verify
+ * (res->error says why), NETWORK or TIMEOUT when it cannot be reached.  No
+ * retries; request_timeout_ms bounds it.  For a clear error at startup. */
+int trigger_client_check(trigger_client *c, trigger_done_fn done, void *arg);
 
 /* ---- requests (all asynchronous) ---------------------------------------
  * Each returns 0 when queued, or a trigger_code when refused at once (bad

@@ -22,6 +22,7 @@ static const int errnos[TRIGGER_E_LAST] = {
 	[TRIGGER_E_PROTOCOL] = EPROTO,
 	[TRIGGER_E_NOMEM] = ENOMEM,
 	[TRIGGER_E_CANCELLED] = ENOTCONN,
+	[TRIGGER_E_TLS] = EIO,
 };
 
 int tfs_errno(trigger_code code)

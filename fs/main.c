@@ -40,6 +40,7 @@ static const struct fuse_opt option_spec[] = {
 	TFS_OPT("secret_key_file=%s", secret_key_file),
 	TFS_OPT("timeout=%s", timeout),
 	TFS_OPT("send_timeout=%s", send_timeout),
+	TFS_OPT("cafile=%s", cafile),
 	TFS_OPT("insecure_http", insecure_http),
 	FUSE_OPT_KEY("token=", KEY_SECRET_IN_ARGV),
 	FUSE_OPT_KEY("access_token=", KEY_SECRET_IN_ARGV),
@@ -101,6 +102,8 @@ static void usage(const char *prog)
 	       "    -o timeout=DURATION     reads at the end of a stream fail with\n"
 	       "                            ETIMEDOUT after this (30s, 5m, 1h; default none)\n"
 	       "    -o send_timeout=DURATION  retry deadline of a send (default 30s)\n"
+	       "    -o cafile=PATH          trust the certificate authorities in PATH (PEM)\n"
+	       "                            instead of the system's (a private CA)\n"
 	       "    -o insecure_http        allow http:// to hosts other than loopback\n\n"
 	       "Credentials come from the files above, else from TRIGGER_ACCESS_TOKEN,\n"
 	       "else TRIGGER_SECRET_KEY; never from the command line.\n\n", prog);
@@ -308,7 +311,8 @@ static int check_mountpoint(const char *mp)
 	return 0;
 }
 
-static trigger_client *client_new(const struct tfs_options *o, double send_to)
+static trigger_client *client_new(const struct tfs_options *o, double send_to,
+				  int keep_warm)
 {
 	char err[256] = "";
 	struct trigger_client_opts co = {
@@ -317,6 +321,8 @@ static trigger_client *client_new(const struct tfs_options *o, double send_to)
 		.insecure_http = o->insecure_http,
 		.send_timeout_ms = (long)(send_to * 1000),
 		.user_agent = "triggerfs/" TRIGGERFS_VERSION,
+		.ca_file = o->cafile,
+		.keep_warm = keep_warm,
 	};
 	trigger_client *c = trigger_client_new(&co, err, sizeof(err));
 
@@ -324,6 +330,43 @@ static trigger_client *client_new(const struct tfs_options *o, double send_to)
 		fprintf(stderr, "triggerfs: %s%s\n", err,
 			strstr(err, "insecure http") ? " (-o insecure_http)" : "");
 	return c;
+}
+
+/* The daemon works from "/": the CA file's path must not be relative. */
+static int cafile_absolute(struct tfs_options *o)
+{
+	char *abs = realpath(o->cafile, NULL);
+
+	if (!abs || access(abs, R_OK)) {
+		fprintf(stderr, "triggerfs: cannot read cafile %s: %s\n", o->cafile,
+			strerror(errno));
+		free(abs);
+		return -1;
+	}
+	free(o->cafile);
+	o->cafile = abs;
+	return 0;
+}
+
+/* Over https, one request now: a certificate that does not verify is a
+ * mistake to report before mounting, not later as "server unreachable"
+ * on every send.  An unreachable server is not: it may come up later. */
+static int check_tls(trigger_client *c)
+{
+	const char *url = trigger_client_url(c), *host;
+	struct trigger_sync s;
+	trigger_code code;
+
+	if (strncmp(url, "https://", 8))
+		return 0;
+	trigger_sync_init(&s);
+	code = trigger_sync_wait(&s, trigger_client_check(c, trigger_sync_done, &s));
+	host = url + 8;
+	if (code == TRIGGER_E_TLS)
+		fprintf(stderr, "triggerfs: cannot trust %.*s: %s (for a private certificate authority: -o cafile=PATH)\n",
+			(int)strcspn(host, "/"), host, s.error);
+	trigger_sync_clear(&s);
+	return code == TRIGGER_E_TLS ? -1 : 0;
 }
 
 static int configure(struct tfs_options *o, double *send_to)
@@ -348,14 +391,18 @@ static int configure(struct tfs_options *o, double *send_to)
 	list_init(&tfs.handles);
 	if (!(tfs.cred = load_cred(o)))
 		return -1;
+	if (o->cafile && cafile_absolute(o))
+		return -1;
 	/* Check the URL now, while errors still reach the terminal; the real
 	 * client (and its thread) is made after daemonising. */
-	trigger_client *probe = client_new(o, *send_to);
+	trigger_client *probe = client_new(o, *send_to, 0);
+	int rc;
 
 	if (!probe)
 		return -1;
+	rc = check_tls(probe);
 	trigger_client_free(probe);
-	return 0;
+	return rc;
 }
 
 /* "triggerfs [API_URL] MOUNTPOINT": the mount point goes back to
@@ -409,7 +456,7 @@ static int serve(struct fuse_cmdline_opts *fo, struct tfs_options *o,
 	tfs_log_init(fo->foreground, fo->debug);
 	if (fuse_daemonize(fo->foreground) != 0)
 		return 1;
-	tfs.client = client_new(o, send_to);
+	tfs.client = client_new(o, send_to, 1);
 	if (!tfs.client || watch_start() != 0)
 		return 1;
 	tfs_log(LOG_INFO, "mounted %s on %s", trigger_client_url(tfs.client),
@@ -491,6 +538,7 @@ out:
 	free(o.secret_key_file);
 	free(o.timeout);
 	free(o.send_timeout);
+	free(o.cafile);
 	fuse_opt_free_args(&args);
 	return ret;
 }

@@ -241,6 +241,7 @@ struct tfs_options {
 	char *secret_key_file;
 	char *timeout;
 	char *send_timeout;
+	char *cafile;
 	int insecure_http;
 	int show_help;
 	int show_version;

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import subprocess
 
-from mount_ctl import CRED_VARS, DAEMON, SLACK, kill_group, mounted, write_secret
+from mount_ctl import (CRED_VARS, DAEMON, SLACK, kill_group, mounted, sanitizer_report,
+                       write_secret)
 
 # Inside the namespace: mount in the foreground, wait for the mount (with a
 # deadline), send and read back, unmount, and pass on the daemon's status.
@@ -48,6 +49,7 @@ def test_an_unprivileged_user_namespace_mounts_it(server, run, tmp_path):
     finally:
         kill_group(proc)     # the daemon too, were the script to hang
     log = (tmp_path / "triggerfs.log").read_text()
+    assert sanitizer_report(log) is None, log
     assert (proc.returncode, out.splitlines()) == \
         (0, ["mounted", '{"in":"namespace"}', "daemon exit 0"]), out + log
     assert [v for _, v in server.records(run, "ns")] == [{"in": "namespace"}]

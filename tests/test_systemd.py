@@ -17,7 +17,7 @@ import time
 from typing import Optional
 
 from mount_ctl import (BUILD, ROOT, SLACK, lazy_unmount, mount_factory,  # noqa: F401
-                       mounted, sh, write_secret)
+                       mounted, sanitizer_report, sh, write_secret)
 
 UNIT_IN = ROOT / "systemd" / "triggerfs@.service.in"
 
@@ -163,7 +163,10 @@ class UnitInstance:
         self.instance = subprocess.run(["systemd-escape", "--path", mountpoint],
                                        capture_output=True, text=True, check=True).stdout.strip()
         self.commands = unit_commands(text, self.instance, mountpoint, conf)
+        # What systemd gives: PATH, NOTIFY_SOCKET, the EnvironmentFile's
+        # variables (and the test's sanitizer settings).
         self.env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "NOTIFY_SOCKET": notify.path,
+                    **{k: v for k, v in os.environ.items() if k.endswith("SAN_OPTIONS")},
                     **conf}
         self.notify = notify
         self.proc: Optional[subprocess.Popen] = None
@@ -229,6 +232,7 @@ def test_the_unit_starts_stops_and_recovers_from_a_crash(server, run, tmp_path):
         with open(unit.stderr) as f:
             log = f.read()
         assert server.secret_key not in log
+        assert sanitizer_report(log) is None, log
     finally:
         unit.cleanup()
         notes.close()
