@@ -474,7 +474,8 @@ int tc_auth_line(trigger_client *c, char *const *scopes, size_t n,
 
 int tc_auth_prefetch(trigger_client *c)
 {
-	if (!trigger_cred_is_secret(c->cred) || c->auth.sub)
+	/* An additional key's tokens come one by one, for their scopes. */
+	if (!trigger_cred_is_secret(c->cred) || c->extra_key || c->auth.sub)
 		return 0;
 	if (!c->auth.fetching)
 		claims_start(c);
@@ -992,8 +993,9 @@ static int not_found_again(struct tc_req *r)
 	if (!r->not_found_since)
 		r->not_found_since = now;
 	at = now + tc_backoff(c, &r->backoff);
-	if (at - r->not_found_since > TC_NOT_FOUND_RETRY_MS ||
-	    at > r->deadline - LAST_TRY_MS)
+	if (at - r->not_found_since > TC_NOT_FOUND_RETRY_MS)
+		at = r->not_found_since + TC_NOT_FOUND_RETRY_MS;  /* a last look */
+	if (at <= now || at > r->deadline - LAST_TRY_MS)
 		return 0;
 	r->phase = PH_ATTEMPT;
 	tc_timer_arm(c, &r->timer, at);

@@ -21,7 +21,7 @@
 #define TC_BODY_MAX ((size_t)16 << 20)  /* bound on any answer we buffer */
 #define TC_SEND_MAX ((size_t)1 << 20)   /* the API's limit per send request */
 #define TC_CONNECT_TIMEOUT_MS 10000
-#define TC_NOT_FOUND_RETRY_MS 10000 /* a 404 with x-should-retry */
+#define TC_NOT_FOUND_RETRY_MS 5000 /* a 404 with x-should-retry (the SDK: 3 s) */
 
 #define tc_container_of(ptr, type, member) \
 	((type *)(void *)((char *)(ptr) - offsetof(type, member)))

@@ -236,9 +236,11 @@ int trigger_waitpoint_create(trigger_client *c, const char *timeout,
 /* ---- subscriptions ---------------------------------------------------- */
 
 struct trigger_record {
-	long long seq;          /* seq_num: the resume cursor */
+	long long seq;          /* seq_num: the resume cursor (v1 streams,
+				 * which have none: the record's place in
+				 * the stream, from 0) */
 	long long timestamp;    /* Unix ms */
-	const char *id;         /* envelope id ("inp_..."), may be "" */
+	const char *id;         /* envelope id ("inp_..."), may be "" (v1) */
 	const char *json;       /* the value as one line of compact JSON */
 	size_t json_len;        /* without a terminating newline */
 };
@@ -273,8 +275,10 @@ typedef struct trigger_sub trigger_sub;
 
 /* Subscribe to an input stream from after_seq (-1: from record 0).  Held
  * open with Timeout-Seconds: 600 and re-opened before that limit; a
- * connection that brings no byte (not even a ping) for stall_ms is
- * replaced.  Returns NULL (and calls nothing) if refused at once. */
+ * connection that brings no byte (not even a ping) for 40 s is replaced.
+ * Streams of v2 runs and of v1 (Redis-backed) runs are both read; the
+ * answer says which.  Returns NULL (and calls nothing) if refused at
+ * once. */
 trigger_sub *trigger_subscribe(trigger_client *c, const char *run_id,
 			       const char *stream_id, long long after_seq,
 			       const struct trigger_sub_callbacks *cb,

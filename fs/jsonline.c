@@ -331,7 +331,8 @@ static void structural_byte(struct jsonline *j, unsigned char c)
 		after_byte(j, c);
 		break;
 	default:
-		bad(j, "unexpected text after the JSON value (one value per line)");
+		bad(j, "unexpected text after the JSON value (separate values "
+		    "with whitespace)");
 	}
 }
 
@@ -371,7 +372,7 @@ enum jsonline_status jsonline_feed(struct jsonline *j, const char *buf, size_t l
 {
 	for (size_t i = 0; i < len && j->status != JSONLINE_INVALID; i++) {
 		if (!buf[i])
-			bad(j, "NUL byte in the line");
+			bad(j, "NUL byte");
 		else
 			step(j, (unsigned char)buf[i]);
 	}
@@ -380,6 +381,24 @@ enum jsonline_status jsonline_feed(struct jsonline *j, const char *buf, size_t l
 	j->status = j->state == S_START ? JSONLINE_EMPTY :
 		    j->state == S_DONE ? JSONLINE_COMPLETE : JSONLINE_PARTIAL;
 	return j->status;
+}
+
+/* A stream of values: stop just past the byte that completes one. */
+size_t jsonline_scan(struct jsonline *j, const char *buf, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len && j->status != JSONLINE_INVALID && j->state != S_DONE) {
+		if (!buf[i])
+			bad(j, "NUL byte");
+		else
+			step(j, (unsigned char)buf[i]);
+		i++;
+	}
+	if (j->status != JSONLINE_INVALID)
+		j->status = j->state == S_START ? JSONLINE_EMPTY :
+			    j->state == S_DONE ? JSONLINE_COMPLETE : JSONLINE_PARTIAL;
+	return i;
 }
 
 /* At a line end nothing more can come: what is not whole is invalid. */
@@ -406,14 +425,14 @@ const char *jsonline_why(const struct jsonline *j)
 	case S_STRING:
 	case S_ESCAPE:
 	case S_UHEX:
-		return "line ends inside a string";
+		return "the text ends inside a string";
 	case S_NUMBER:
-		return num_can_end(j->sub) ? "line ends inside an array or object"
-					   : "line ends inside a number";
+		return num_can_end(j->sub) ? "the text ends inside an array or object"
+					   : "the text ends inside a number";
 	case S_LITERAL:
-		return "line ends inside true, false or null";
+		return "the text ends inside true, false or null";
 	default:
-		return j->depth ? "line ends inside an array or object"
-				: "line ends before the JSON value does";
+		return j->depth ? "the text ends inside an array or object"
+				: "the text ends before the JSON value does";
 	}
 }

@@ -37,6 +37,10 @@ void jsonline_init(struct jsonline *j);
 /* Feed bytes that contain no '\n'.  Returns the status after them; once
  * INVALID it stays INVALID. */
 enum jsonline_status jsonline_feed(struct jsonline *j, const char *buf, size_t len);
+/* Feed a stream of values separated by whitespace ('\n' included): stops
+ * just past the byte that completes a value (status COMPLETE), at the
+ * first byte that makes it INVALID, or at len.  Returns the bytes taken. */
+size_t jsonline_scan(struct jsonline *j, const char *buf, size_t len);
 /* Status at a line end (a value like 12 that was PARTIAL because more
  * digits could follow is COMPLETE here). */
 enum jsonline_status jsonline_end(const struct jsonline *j);

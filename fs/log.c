@@ -3,8 +3,10 @@
  * once daemonised (stderr is /dev/null then).
  */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <syslog.h>
+#include <time.h>
 
 #include "triggerfs.h"
 
@@ -49,4 +51,24 @@ void tfs_debug(const char *fmt, ...)
 	va_start(ap, fmt);
 	vlog(LOG_DEBUG, fmt, ap);
 	va_end(ap);
+}
+
+/* A Unix time as a date, in UTC. */
+const char *tfs_date(int64_t t, char *buf, size_t len)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (!gmtime_r(&tt, &tm) ||
+	    !strftime(buf, len, "%Y-%m-%d %H:%M:%S UTC", &tm))
+		snprintf(buf, len, "%lld", (long long)t);
+	return buf;
+}
+
+void tfs_log_expiry(const char *run_id)
+{
+	char when[64];
+
+	tfs_log(LOG_ERR, "run %s: the access token expired at %s; get a new one",
+		run_id, tfs_date(trigger_cred_exp(tfs.cred), when, sizeof(when)));
 }

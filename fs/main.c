@@ -233,7 +233,7 @@ static trigger_cred *load_cred(const struct tfs_options *o)
 		char when[64];
 
 		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", gmtime(&t));
-		fprintf(stderr, "triggerfs: the access token expired at %s; get a new one\n", when);
+		fprintf(stderr, "triggerfs: the access token expired at %s; get a new one (nothing mounted)\n", when);
 		trigger_cred_free(cred);
 		return NULL;
 	}
@@ -369,6 +369,31 @@ static int check_tls(trigger_client *c)
 	return code == TRIGGER_E_TLS ? -1 : 0;
 }
 
+/* One request now: a credential the API rejects (a wrong key, a token not
+ * signed by the environment's key) is refused before mounting, with one
+ * line, rather than an empty runs/ and EACCES everywhere.  A scope that
+ * does not allow the question, or a server not up yet, is no reason. */
+static int check_cred(trigger_client *c)
+{
+	struct trigger_sync s;
+	trigger_code code;
+	char why[320];
+
+	trigger_sync_init(&s);
+	code = trigger_sync_wait(&s, trigger_runs_list(c, NULL, 1, NULL,
+						       trigger_sync_done, &s));
+	if (code == TRIGGER_E_UNAUTHORIZED || code == TRIGGER_E_EXPIRED) {
+		struct trigger_result res = { .code = code, .status = s.status };
+
+		snprintf(res.error, sizeof(res.error), "%s", s.error);
+		fprintf(stderr, "triggerfs: the API rejects the %s: %s; nothing mounted\n",
+			trigger_cred_is_secret(tfs.cred) ? "secret key" : "access token",
+			trigger_result_text(&res, why, sizeof(why)));
+	}
+	trigger_sync_clear(&s);
+	return code == TRIGGER_E_UNAUTHORIZED || code == TRIGGER_E_EXPIRED ? -1 : 0;
+}
+
 static int configure(struct tfs_options *o, double *send_to)
 {
 	if (o->timeout && (tfs.read_timeout = parse_duration(o->timeout)) < 0) {
@@ -388,6 +413,7 @@ static int configure(struct tfs_options *o, double *send_to)
 	list_init(&tfs.deadlines[WAIT_READ]);
 	list_init(&tfs.deadlines[WAIT_OPEN]);
 	list_init(&tfs.waited_runs);
+	list_init(&tfs.idle_streams);
 	list_init(&tfs.handles);
 	if (!(tfs.cred = load_cred(o)))
 		return -1;
@@ -401,6 +427,8 @@ static int configure(struct tfs_options *o, double *send_to)
 	if (!probe)
 		return -1;
 	rc = check_tls(probe);
+	if (!rc)
+		rc = check_cred(probe);
 	trigger_client_free(probe);
 	return rc;
 }
@@ -522,7 +550,9 @@ int main(int argc, char *argv[])
 	if (fuse_set_signal_handlers(tfs.se) == 0) {
 		if (fuse_session_mount(tfs.se, fo.mountpoint) == 0) {
 			ret = serve(&fo, &o, send_to);
-			fuse_session_unmount(tfs.se);
+			/* After a lazy unmount, fusermount would only complain. */
+			if (!tfs.unmounted)
+				fuse_session_unmount(tfs.se);
 		}
 		fuse_remove_signal_handlers(tfs.se);
 	}

@@ -94,8 +94,11 @@ static void tfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 		ino = p->kind == NODE_INPUT_DIR ? s->ino_input
 		    : p->kind == NODE_LOG_DIR ? s->ino_log : s->ino_output;
-		timeout = 0;  /* st_size is live */
-		break;
+		struct tfs_node *n = tree_node(ino);
+
+		pthread_mutex_unlock(&tfs.lock);
+		stream_attr(req, n, true);   /* st_size is live */
+		return;
 	default:
 		pthread_mutex_unlock(&tfs.lock);
 		fuse_reply_err(req, ENOTDIR);
@@ -117,6 +120,11 @@ static void tfs_getattr(fuse_req_t req, fuse_ino_t ino,
 	pthread_mutex_lock(&tfs.lock);
 	struct tfs_node *n = tree_node(ino);
 
+	if (n && (n->kind == NODE_INPUT || n->kind == NODE_LOG)) {
+		pthread_mutex_unlock(&tfs.lock);
+		stream_attr(req, n, false);
+		return;
+	}
 	if (n)
 		tree_attr(n, &st);
 	pthread_mutex_unlock(&tfs.lock);
@@ -227,8 +235,7 @@ static int write_allowed(const struct tfs_run *run)
 	int64_t exp = trigger_cred_exp(tfs.cred);
 
 	if (exp && exp <= (int64_t)time(NULL)) {
-		tfs_log(LOG_ERR, "run %s: the access token expired at %lld (Unix time); get a new one",
-			run->id, (long long)exp);
+		tfs_log_expiry(run->id);
 		return tfs_errno(TRIGGER_E_EXPIRED);
 	}
 	if (!trigger_cred_allows(tfs.cred, "write", "inputStreams", run->id)) {
@@ -346,15 +353,72 @@ static void tfs_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 		stream_poll(req, h, ph);
 }
 
+/* The tree is the API's: runs and streams exist as soon as they are
+ * named, and nothing is made, removed or renamed here. */
+static void refuse_edit(fuse_req_t req, const char *what, const char *name)
+{
+	tfs_log(LOG_WARNING, "%s %s refused: the tree is the API's (streams exist as soon as they are named; nothing is created, removed or renamed)",
+		what, name);
+	fuse_reply_err(req, EPERM);
+}
+
 static void tfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		       mode_t mode, struct fuse_file_info *fi)
 {
 	(void)parent;
-	(void)name;
 	(void)mode;
 	(void)fi;
-	/* Streams exist as soon as they are named; nothing else is made. */
-	fuse_reply_err(req, EACCES);
+	refuse_edit(req, "create", name);
+}
+
+static void tfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, dev_t rdev)
+{
+	(void)parent;
+	(void)mode;
+	(void)rdev;
+	refuse_edit(req, "create", name);
+}
+
+static void tfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode)
+{
+	(void)parent;
+	(void)mode;
+	refuse_edit(req, "mkdir", name);
+}
+
+static void tfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	(void)parent;
+	refuse_edit(req, "remove", name);
+}
+
+static void tfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		       fuse_ino_t newparent, const char *newname,
+		       unsigned int flags)
+{
+	(void)parent;
+	(void)newparent;
+	(void)newname;
+	(void)flags;
+	refuse_edit(req, "rename", name);
+}
+
+static void tfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+			const char *name)
+{
+	(void)link;
+	(void)parent;
+	refuse_edit(req, "symlink", name);
+}
+
+static void tfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+		     const char *newname)
+{
+	(void)ino;
+	(void)newparent;
+	refuse_edit(req, "link", newname);
 }
 
 const struct fuse_lowlevel_ops tfs_ops = {
@@ -372,4 +436,11 @@ const struct fuse_lowlevel_ops tfs_ops = {
 	.release = tfs_release,
 	.poll = tfs_poll,
 	.create = tfs_create,
+	.mknod = tfs_mknod,
+	.mkdir = tfs_mkdir,
+	.unlink = tfs_unlink,
+	.rmdir = tfs_unlink,
+	.rename = tfs_rename,
+	.symlink = tfs_symlink,
+	.link = tfs_link,
 };

@@ -19,7 +19,10 @@
 static void sub_start(struct tfs_stream *s);
 static void sub_stop(struct tfs_stream *s);
 
-/* ---- the log ----------------------------------------------------------- */
+/* ---- the log -----------------------------------------------------------
+ * Every record as one line of compact JSON, append-only.  Its bytes are
+ * reached only through these functions, so where they live is this
+ * section's business alone. */
 
 static void log_append(struct tfs_stream *s, const char *json, size_t len)
 {
@@ -40,6 +43,32 @@ static void log_append(struct tfs_stream *s, const char *json, size_t len)
 	s->mtime = time(NULL);
 }
 
+static size_t log_size(const struct tfs_stream *s)
+{
+	return s->len;
+}
+
+/* The bytes from off that are contiguous in memory. */
+static size_t log_span(const struct tfs_stream *s, size_t off, const char **p)
+{
+	*p = s->data + off;
+	return off < s->len ? s->len - off : 0;
+}
+
+/* Just past the '\n' of the record holding byte off. */
+static size_t log_record_end(const struct tfs_stream *s, size_t off)
+{
+	const char *nl = memchr(s->data + off, '\n', s->len - off);
+
+	return nl ? (size_t)(nl - s->data) + 1 : s->len;
+}
+
+/* Called with tfs.lock held. */
+size_t stream_size(const struct tfs_stream *s, enum node_kind kind)
+{
+	return kind == NODE_INPUT ? log_size(s) - s->consumed : log_size(s);
+}
+
 /* ---- parked requests --------------------------------------------------- */
 
 static void waiter_unlink(struct tfs_waiter *w)
@@ -51,21 +80,67 @@ static void waiter_unlink(struct tfs_waiter *w)
 		runs_del_waiter(w->stream->run);
 }
 
-static void reply_data(fuse_req_t req, struct tfs_handle *h,
-		       const struct tfs_stream *s, size_t size, off_t off)
+/* A read that fills its request exactly up to the end of a record is
+ * answered one byte short: the kernel splits large reads, and a full
+ * answer makes it ask for the next piece, where it would take the next
+ * record (or park) although this read() already has one. */
+static size_t short_of_full(size_t n, size_t size, bool at_end)
 {
-	size_t n = s->len - off;
+	return n == size && at_end && n > 1 ? n - 1 : n;
+}
+
+static void reply_log(fuse_req_t req, struct tfs_handle *h, size_t size,
+		      off_t off)
+{
+	const char *p;
+	size_t n = log_span(h->stream, off, &p);
 
 	if (n > size)
 		n = size;
-	/* A read that fills its request exactly up to the end of the data is
-	 * answered one byte short: the kernel splits large reads, and a full
-	 * answer makes it ask for the next piece at the end, where it would
-	 * park although this read() already has data. */
-	if (h->kind != NODE_LOG && n == size && off + n == s->len && n > 1)
-		n--;
+	/* output/S blocks at its end, as input/S does (log/S never does). */
+	if (h->kind == NODE_OUTPUT)
+		n = short_of_full(n, size, (size_t)off + n == log_size(h->stream));
 	h->pos = off + n;
-	fuse_reply_buf(req, s->data + off, n);
+	fuse_reply_buf(req, p, n);
+}
+
+/* input/S: the rest of this descriptor's record, else the mount's next
+ * record (taken: no other reader gets it).  False when none is left. */
+static bool take_record(struct tfs_handle *h)
+{
+	struct tfs_stream *s = h->stream;
+
+	if (h->rec_off < h->rec_end)
+		return true;
+	if (s->consumed >= log_size(s))
+		return false;
+	h->rec_off = s->consumed;
+	h->rec_end = log_record_end(s, s->consumed);
+	s->consumed = h->rec_end;
+	return true;
+}
+
+/* One read returns bytes of one record only. */
+static void reply_record(fuse_req_t req, struct tfs_handle *h, size_t size)
+{
+	const char *p;
+	size_t n = h->rec_end - h->rec_off;
+
+	if (n > size)
+		n = size;
+	n = short_of_full(n, size, h->rec_off + n == h->rec_end);
+	log_span(h->stream, h->rec_off, &p);
+	h->rec_off += n;
+	fuse_reply_buf(req, p, n);
+}
+
+static bool has_data(const struct tfs_handle *h, off_t off)
+{
+	const struct tfs_stream *s = h->stream;
+
+	if (h->kind == NODE_INPUT)
+		return h->rec_off < h->rec_end || s->consumed < log_size(s);
+	return (size_t)off < log_size(s);
 }
 
 /* Answer a read now if the contract allows; false when it must wait. */
@@ -74,8 +149,10 @@ static bool read_answer(fuse_req_t req, struct tfs_handle *h, size_t size,
 {
 	struct tfs_stream *s = h->stream;
 
-	if ((size_t)off < s->len) {
-		reply_data(req, h, s, size, off);
+	if (h->kind == NODE_INPUT && take_record(h)) {
+		reply_record(req, h, size);
+	} else if (h->kind != NODE_INPUT && (size_t)off < log_size(s)) {
+		reply_log(req, h, size, off);
 	} else if (h->kind == NODE_LOG || s->run->finished) {
 		h->pos = off;
 		fuse_reply_buf(req, NULL, 0);
@@ -98,7 +175,7 @@ struct tfs_handle *stream_new_handle(enum node_kind kind, struct tfs_stream *s)
 	h->kind = kind;
 	h->stream = s;
 	h->sink = s ? &s->sink : NULL;
-	jsonline_init(&h->jl);
+	jsonline_init(&h->ws.jl);
 	list_init(&h->pnode);
 	list_add_tail(&tfs.handles, &h->hnode);
 	tfs.open_handles++;
@@ -108,15 +185,43 @@ struct tfs_handle *stream_new_handle(enum node_kind kind, struct tfs_stream *s)
 static void handle_free(struct tfs_handle *h)
 {
 	list_del(&h->hnode);
-	free(h->line);
+	free(h->ws.kept);
 	free(h->text);
 	free(h);
 	tfs.open_handles--;
 }
 
+static void idle_check(struct tfs_stream *s);
+
+/* A lookup or getattr that waited for the log: the size as it is now
+ * (an API error leaves what is known; the subscription logged it). */
+static void attr_finish(struct tfs_waiter *w, int err)
+{
+	struct tfs_stream *s = w->stream;
+	struct fuse_entry_param e;
+
+	s->attr_waiters--;
+	memset(&e, 0, sizeof(e));
+	tree_attr(tree_node(w->ino), &e.attr);
+	if (err == EINTR) {
+		fuse_reply_err(w->req, EINTR);
+	} else if (w->answer == ANSWER_ENTRY) {
+		e.ino = w->ino;
+		e.entry_timeout = 1.0;
+		fuse_reply_entry(w->req, &e);
+	} else {
+		fuse_reply_attr(w->req, &e.attr, 0);
+	}
+	idle_check(s);
+}
+
 /* An open that waited for the subscription: answer it, or undo it. */
 static void open_finish(struct tfs_waiter *w, int err)
 {
+	if (w->answer != ANSWER_OPEN) {
+		attr_finish(w, err);
+		return;
+	}
 	if (!err) {
 		fuse_reply_open(w->req, &w->fi);
 		return;
@@ -133,6 +238,10 @@ static void open_finish(struct tfs_waiter *w, int err)
 static void waiter_finish(struct tfs_waiter *w, int err)
 {
 	waiter_unlink(w);
+	/* A reader interrupted meanwhile (maybe killed) must not take a
+	 * record with it: the next reader gets it. */
+	if (!err && w->kind == WAIT_READ && fuse_req_interrupted(w->req))
+		err = EINTR;
 	if (w->kind == WAIT_OPEN)
 		open_finish(w, err);
 	else if (err)
@@ -152,7 +261,7 @@ static void wake_readers(struct tfs_stream *s)
 
 		next = p->next;
 		if (w->kind == WAIT_READ &&
-		    ((size_t)w->off < s->len || s->run->finished))
+		    (has_data(w->handle, w->off) || s->run->finished))
 			waiter_finish(w, 0);
 	}
 }
@@ -312,7 +421,9 @@ void stream_open(fuse_req_t req, struct tfs_stream *s, enum node_kind kind,
 	bool ready = true;
 
 	if (h->can_read) {
-		if (s->readers++ == 0 || !s->sub)
+		s->readers++;
+		list_del(&s->idle);
+		if (!s->sub)
 			sub_start(s);
 		ready = s->caught_up;
 		if (s->sub_error && !s->sub) {
@@ -361,7 +472,7 @@ void stream_poll(fuse_req_t req, struct tfs_handle *h,
 	unsigned revents = 0;
 
 	pthread_mutex_lock(&tfs.lock);
-	if (h->can_read && ((size_t)h->pos < s->len || s->run->finished ||
+	if (h->can_read && (has_data(h, h->pos) || s->run->finished ||
 			    s->sub_error || h->kind == NODE_LOG))
 		revents |= POLLIN | POLLRDNORM;
 	if (h->can_write)
@@ -378,8 +489,65 @@ void stream_release(struct tfs_handle *h)
 	struct tfs_stream *s = h->stream;
 
 	poller_del(h);
-	if (h->can_read && --s->readers == 0)
+	if (h->can_read && --s->readers == 0 && !s->attr_waiters)
 		sub_stop(s);
+}
+
+/* ---- stat: the size as the API holds it -------------------------------- */
+
+/* A subscription that only stat needed stays a little (stat in a loop,
+ * ls -l then cat) and is stopped from the watcher, never from inside a
+ * subscription callback. */
+#define IDLE_LINGER 2.0
+
+static void idle_check(struct tfs_stream *s)
+{
+	if (s->sub && !s->readers && !s->attr_waiters && list_empty(&s->idle)) {
+		s->idle_since = tfs_now();
+		list_add_tail(&tfs.idle_streams, &s->idle);
+	}
+}
+
+static void idle_expire(double now)
+{
+	while (!list_empty(&tfs.idle_streams)) {
+		struct tfs_stream *s = list_entry(tfs.idle_streams.next,
+						  struct tfs_stream, idle);
+
+		if (s->idle_since + IDLE_LINGER > now)
+			break;
+		list_del(&s->idle);
+		sub_stop(s);
+	}
+}
+
+/* lookup/getattr of input/S or log/S: st_size is true at the first stat,
+ * so a stream not followed now is caught up with the API first (a lookup
+ * of a stream fetched before answers at once: the getattr after it asks). */
+void stream_attr(fuse_req_t req, const struct tfs_node *node, bool entry)
+{
+	struct tfs_stream *s = node->stream;
+
+	pthread_mutex_lock(&tfs.lock);
+	bool ready = (s->sub && s->caught_up) || (entry && s->fetched);
+
+	if (!ready && !s->sub) {
+		sub_start(s);
+		ready = !s->sub;   /* refused at once: answer with what is known */
+	}
+	s->attr_waiters++;
+	struct tfs_waiter *w = waiter_new(req, WAIT_OPEN, s);
+
+	w->answer = entry ? ANSWER_ENTRY : ANSWER_ATTR;
+	w->ino = node->ino;
+	if (ready) {
+		attr_finish(w, 0);
+		free(w);
+		pthread_mutex_unlock(&tfs.lock);
+		return;
+	}
+	pthread_mutex_unlock(&tfs.lock);
+	park_or_answer(w, 0);
 }
 
 void stream_free_handle(struct tfs_handle *h)
@@ -437,6 +605,23 @@ static void sub_failed(struct tfs_stream *s, const struct trigger_result *res)
 	notify_pollers(s);
 }
 
+/* One line when the connection is lost, not one per attempt: the next
+ * says when it is back. */
+static void sub_lost(struct tfs_subctx *ctx, const struct trigger_result *res)
+{
+	char why[320] = "";
+
+	ctx->retries++;
+	if (ctx->lost_at)
+		return;
+	ctx->lost_at = tfs_now();
+	if (res)
+		trigger_result_text(res, why, sizeof(why));
+	tfs_log(LOG_WARNING, "run %s stream %s: connection lost (%s); reconnecting (one line when it is back)",
+		ctx->stream->run->id, ctx->stream->name,
+		why[0] ? why : "no reason given");
+}
+
 static void on_event(void *arg, enum trigger_sub_event ev,
 		     const struct trigger_result *res)
 {
@@ -449,23 +634,28 @@ static void on_event(void *arg, enum trigger_sub_event ev,
 	case TRIGGER_SUB_CAUGHT_UP:
 		if (ctx->active) {
 			s->caught_up = true;
+			s->fetched = true;
 			fail_waiters(s, WAIT_OPEN, 0);
 		}
 		break;
 	case TRIGGER_SUB_RECONNECTING:
 		if (ctx->active)
-			tfs_log(LOG_WARNING, "run %s stream %s: connection lost (%s), reconnecting",
-				s->run->id, s->name, res ? res->error : "");
+			sub_lost(ctx, res);
 		break;
 	case TRIGGER_SUB_CONNECTED:
-		if (ctx->active)
-			tfs_log(LOG_INFO, "run %s stream %s: reconnected",
-				s->run->id, s->name);
+		if (ctx->active && ctx->lost_at) {
+			tfs_log(LOG_INFO, "run %s stream %s: connection back after %.1f s and %u retries",
+				s->run->id, s->name, tfs_now() - ctx->lost_at,
+				ctx->retries);
+			ctx->lost_at = 0;
+			ctx->retries = 0;
+		}
 		break;
 	case TRIGGER_SUB_FAILED:
 		if (ctx->active) {
 			ctx->active = false;
 			s->sub = NULL;
+			list_del(&s->idle);
 			tfs.subscriptions--;
 			sub_failed(s, res);
 		}
@@ -473,6 +663,7 @@ static void on_event(void *arg, enum trigger_sub_event ev,
 	case TRIGGER_SUB_CLOSED:
 		if (ctx->active) {  /* closed by client shutdown */
 			s->sub = NULL;
+			list_del(&s->idle);
 			tfs.subscriptions--;
 		}
 		free(ctx);
@@ -519,6 +710,7 @@ static void sub_stop(struct tfs_stream *s)
 	ctx->active = false;
 	s->sub = NULL;
 	s->caught_up = false;
+	list_del(&s->idle);
 	tfs.subscriptions--;
 	trigger_unsubscribe(ctx->sub);
 }
@@ -534,6 +726,7 @@ void stream_run_finished(struct tfs_stream *s)
 
 void stream_expire(double now)
 {
+	idle_expire(now);
 	for (int kind = 0; kind < 2; kind++) {
 		int err;
 

@@ -142,6 +142,7 @@ struct tfs_stream *tree_stream_of(struct tfs_run *run, const char *name,
 	list_init(&s->waiters);
 	list_init(&s->pollers);
 	list_init(&s->sink.writes);
+	list_init(&s->idle);
 	s->sink.kind = output ? NODE_OUTPUT : NODE_INPUT;
 	s->sink.run = run;
 	s->sink.name = s->name;
@@ -191,7 +192,7 @@ void tree_attr(const struct tfs_node *node, struct stat *st)
 	case NODE_OUTPUT:
 		st->st_mode = stream_mode(node);
 		st->st_nlink = 1;
-		st->st_size = node->stream->len;
+		st->st_size = stream_size(node->stream, node->kind);
 		st->st_blocks = (st->st_size + 511) / 512;
 		if (node->stream->mtime)
 			st->st_mtime = st->st_ctime = node->stream->mtime;

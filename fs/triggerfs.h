@@ -156,9 +156,12 @@ struct tfs_run {
 	size_t nwaiters;             /* parked reads on its streams */
 };
 
-/* A parked request: a read at the end of a stream, or an open waiting for
- * the stream's subscription to catch up. */
+/* A parked request: a read at the end of a stream, or an open, lookup or
+ * getattr waiting for the stream's subscription to catch up. */
 enum waiter_kind { WAIT_READ, WAIT_OPEN };
+
+/* How a WAIT_OPEN is answered once caught up. */
+enum waiter_answer { ANSWER_OPEN, ANSWER_ATTR, ANSWER_ENTRY };
 
 struct tfs_waiter {
 	struct list snode;           /* in stream->waiters */
@@ -170,6 +173,8 @@ struct tfs_waiter {
 	off_t off;                   /* READ */
 	size_t size;                 /* READ */
 	struct fuse_file_info fi;    /* OPEN: replied with fuse_reply_open */
+	enum waiter_answer answer;   /* OPEN */
+	fuse_ino_t ino;              /* OPEN: ANSWER_ATTR, ANSWER_ENTRY */
 	double deadline;             /* 0: none */
 };
 
@@ -178,6 +183,8 @@ struct tfs_subctx {
 	struct tfs_stream *stream;
 	trigger_sub *sub;
 	bool active;
+	double lost_at;              /* connection lost since (0: connected) */
+	unsigned retries;            /* reconnection attempts since */
 };
 
 struct tfs_stream {
@@ -195,6 +202,9 @@ struct tfs_stream {
 	long long last_seq;          /* -1: none */
 	time_t mtime;                /* when the last record arrived */
 	size_t nrecords;
+	size_t consumed;             /* input/S: bytes of the records taken on
+					this mount (each record goes once) */
+	bool fetched;                /* caught up at least once */
 
 	/* the subscription shared by every reader */
 	struct tfs_subctx *sub;
@@ -203,9 +213,26 @@ struct tfs_stream {
 	trigger_code sub_error;      /* the subscription gave up with this */
 	struct list waiters;         /* struct tfs_waiter */
 	struct list pollers;         /* struct tfs_handle with a poll handle */
+	int attr_waiters;            /* lookups/getattrs waiting to catch up */
+	struct list idle;            /* in tfs.idle_streams: a subscription
+					held for stat only, stopped later */
+	double idle_since;
 
 	/* writes go out one at a time, in order */
 	struct tfs_sink sink;
+};
+
+/* What an open file has written so far: a stream of JSON texts, checked
+ * as it comes (writer.c). */
+struct tfs_wstate {
+	char *kept;                  /* the value not yet complete */
+	size_t kept_len, kept_cap;
+	struct jsonline jl;          /* where that value stands */
+	size_t lines;                /* newlines since the open */
+	size_t value_line;           /* line where the kept value began */
+	unsigned char bom;           /* bytes of a leading BOM seen; 3: past */
+	int failed;                  /* a value was refused: nothing more */
+	int deferred_err;            /* errno to report on the next write */
 };
 
 /* An open file. */
@@ -219,15 +246,12 @@ struct tfs_handle {
 	bool wrote;                  /* a value was sent through this open */
 	bool can_read, can_write;
 	off_t pos;                   /* end of the last read: poll's position */
+	size_t rec_off, rec_end;     /* input/S: the rest of the record this
+					descriptor took */
 	struct fuse_pollhandle *ph;
 	struct list pnode;           /* in stream->pollers while ph is set */
 
-	/* write side: the line not yet ended by '\n' */
-	char *line;
-	size_t line_len, line_cap;
-	struct jsonline jl;
-	bool discarding;             /* skipping the rest of an oversize line */
-	int deferred_err;            /* errno to report on the next write */
+	struct tfs_wstate ws;        /* write side (writer.c) */
 
 	char *text;                  /* STATS, STATUS: the snapshot */
 	size_t text_len;
@@ -261,9 +285,11 @@ struct tfs {
 	double park_limit;           /* kernel request timeout guard; 0: none */
 	double open_timeout;         /* how long an open waits to catch up */
 	bool shutting_down;
+	bool unmounted;              /* the mount went away (lazy unmount) */
 	size_t parked[2];            /* by waiter_kind */
 	struct list deadlines[2];    /* by waiter_kind, deadline order */
 	struct list waited_runs;     /* runs with parked reads */
+	struct list idle_streams;    /* subscriptions held for stat only */
 	size_t open_handles;
 	struct list handles;         /* every open file, freed at shutdown */
 	size_t streams;
@@ -279,6 +305,8 @@ void tfs_log_init(bool foreground, bool debug);
 void tfs_log(int priority, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void tfs_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+const char *tfs_date(int64_t t, char *buf, size_t len);
+void tfs_log_expiry(const char *run_id);
 
 /* notify.c: readiness for systemd (Type=notify) */
 void notify_ready(const char *url, const char *mountpoint);
@@ -343,6 +371,8 @@ void stream_shutdown(void);
 /* How long a parked request of this kind may wait, 0: forever; *err is
  * what it gets then. */
 double stream_park_timeout(enum waiter_kind kind, int *err);
+void stream_attr(fuse_req_t req, const struct tfs_node *node, bool entry);
+size_t stream_size(const struct tfs_stream *s, enum node_kind kind);
 
 /* writer.c */
 void writer_write(fuse_req_t req, struct tfs_handle *h, const char *buf,

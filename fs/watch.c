@@ -82,6 +82,7 @@ static void tick(unsigned n)
 	if (n % MOUNT_CHECK_EVERY == 0 && *mount_dev && !still_mounted()) {
 		tfs_log(LOG_INFO, "%s was unmounted; stopping", tfs.mountpoint);
 		*mount_dev = '\0';
+		tfs.unmounted = true;   /* nothing left to unmount */
 		kill(getpid(), SIGTERM);
 	}
 }

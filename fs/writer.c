@@ -1,11 +1,19 @@
 /*
- * The write side of a stream file: write = send.  Each complete line of a
- * write is one JSON value and one send; every line is checked before any is
- * sent; a line without its newline is kept in the open file for the next
- * write (another process may share it) and sent at close if complete.
+ * The write side of a stream file: write = send.  What an open file is
+ * given is a stream of JSON texts, as jq reads them: values separated by
+ * whitespace, each value one send, sent as soon as it is complete.  A value
+ * not yet complete at the end of a write is kept in the open file (another
+ * process may share it) and sent when a later write or the close completes
+ * it.  At the first value that is not JSON (or is over 1 MiB), the values
+ * before it are sent, the write is short, and nothing from it on is sent:
+ * every later write and the close fail with the same errno.
  *
- * Writes and flushes of one stream form a queue and run one at a time, in
- * order, each line sent after the previous one was accepted: the order of
+ * Writes go to a sink: an input stream (a send per value), an output
+ * stream (an append per value) or a waitpoint token (a completion).  The
+ * writes and flushes of one sink form a queue and run one at a time, in
+ * order; an input stream's values are sent one after the other, each once
+ * the previous one was accepted, an output stream's all at once (the client
+ * batches and stores them in order, as the SDK's writer does): the order of
  * the log is the order of the writes.  Nothing here waits on the network
  * on a FUSE thread: the request is answered from the send's completion.
  */
@@ -16,14 +24,18 @@
 
 #include "triggerfs.h"
 
-/* A record over 1 MiB as sent ({"data":<line>}) is refused: 413. */
+/* A record over 1 MiB as sent ({"data":<value>}) is refused: 413. */
 #define MAX_BODY 1048576
 #define BODY_OVERHEAD 9
 
-struct line {
-	const char *text;    /* in buf, or in joined for the first line */
+static const unsigned char BOM[3] = { 0xef, 0xbb, 0xbf };
+
+struct value {
+	const char *text;    /* in buf, or in joined for the first value */
 	size_t len;
-	size_t end;          /* offset in the write just past its '\n' */
+	size_t start;        /* offset in the write where it begins (0 if
+				in the kept bytes) */
+	size_t lines;        /* newlines since the open, up to its start */
 };
 
 struct tfs_write {
@@ -33,63 +45,23 @@ struct tfs_write {
 	bool flush;
 	char *buf;           /* the write's bytes (writes only) */
 	size_t size;
-	char *joined;        /* the kept line and the first line's bytes */
-	struct line *lines;
-	size_t nlines, lines_cap, next;
+	char *joined;        /* the kept bytes and the first value's */
+	struct value *values;
+	size_t nvalues, values_cap, next;
+	/* what the open file holds after the whole write was accepted */
+	struct tfs_wstate after;
+	size_t tail_off;     /* where bytes to keep begin in buf */
+	/* a value refused: errno, and the bytes of the write before it */
+	int refused;
+	size_t refused_off, refused_line;
+	const char *refused_why;
+	double started;      /* when its first send went out */
 	/* values submitted and answered so far; the first that failed */
 	size_t from, submitted, answered, fail_at;
 	struct trigger_result fail;
-	/* what the handle holds after a fully accepted write */
-	struct jsonline jl_after;
-	size_t tail_off;
 };
 
 static void start_next(struct tfs_sink *sink);
-
-static bool is_json_space(char c)
-{
-	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
-
-/* A line to send: b (in the write's bytes), after a (the line kept from
- * earlier writes, which needs a copy joining the two), trimmed of the
- * whitespace around the value. */
-static void add_line(struct tfs_write *w, const char *a, size_t alen,
-		     const char *b, size_t blen, size_t end)
-{
-	struct line *l;
-
-	if (w->nlines == w->lines_cap) {
-		w->lines_cap = w->lines_cap ? w->lines_cap * 2 : 16;
-		w->lines = xrealloc(w->lines, w->lines_cap * sizeof(*w->lines));
-	}
-	l = &w->lines[w->nlines++];
-	l->text = b;
-	l->len = blen;
-	l->end = end;
-	if (alen) {
-		w->joined = xmalloc(alen + blen);
-		memcpy(w->joined, a, alen);
-		if (blen)
-			memcpy(w->joined + alen, b, blen);
-		l->text = w->joined;
-		l->len = alen + blen;
-	}
-	while (l->len && is_json_space(l->text[l->len - 1]))
-		l->len--;
-	while (l->len && is_json_space(*l->text)) {
-		l->text++;
-		l->len--;
-	}
-}
-
-static void drop_line(struct tfs_handle *h)
-{
-	free(h->line);
-	h->line = NULL;
-	h->line_len = h->line_cap = 0;
-	jsonline_init(&h->jl);
-}
 
 const char *sink_label(const struct tfs_sink *sink, char *buf, size_t len)
 {
@@ -104,104 +76,175 @@ const char *sink_label(const struct tfs_sink *sink, char *buf, size_t len)
 
 #define LABEL(sink) sink_label((sink), (char[768]){ 0 }, 768)
 
-static void refuse(struct tfs_write *w, int err, const char *what,
-		   size_t lineno, const char *why)
+static bool is_json_space(char c)
 {
-	tfs_log(LOG_ERR, "%s: write refused, nothing sent: line %zu %s%s%s",
-		LABEL(w->h->sink), lineno, what, why ? ": " : "", why ? why : "");
-	fuse_reply_err(w->req, err);
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
-/* Check the whole write against a copy of the handle's line state and
- * collect its lines.  Returns 0, or -1 when the write was refused (and
- * answered) with nothing changed, except that an oversize line is dropped:
- * it can never be sent. */
-static int split_write(struct tfs_write *w)
+static size_t count_newlines(const char *p, size_t n)
 {
-	struct tfs_handle *h = w->h;
-	struct jsonline jl = h->jl;
-	size_t cur = h->line_len, pos = 0, lineno = 1;
+	size_t k = 0;
+	const char *end = p + n;
 
-	w->tail_off = 0;
-	/* The rest of a line refused as too large is refused too, up to and
-	 * including the write that carries its newline. */
-	if (h->discarding) {
-		const char *nl = memchr(w->buf, '\n', w->size);
-
-		h->discarding = !nl;
-		refuse(w, tfs_errno(TRIGGER_E_TOO_LARGE), "is over 1 MiB", 1,
-		       nl ? "dropped up to its newline"
-			  : "dropping it up to its newline");
-		return -1;
+	while ((p = memchr(p, '\n', (size_t)(end - p)))) {
+		k++;
+		p++;
 	}
-	while (pos < w->size) {
-		const char *seg = w->buf + pos;
-		const char *nl = memchr(seg, '\n', w->size - pos);
-		size_t seg_len = nl ? (size_t)(nl - seg) : w->size - pos;
-		size_t next = pos + seg_len + (nl ? 1 : 0);
-
-		if (cur + seg_len + BODY_OVERHEAD > MAX_BODY) {
-			drop_line(h);
-			h->discarding = true;
-			refuse(w, tfs_errno(TRIGGER_E_TOO_LARGE), "is over 1 MiB",
-			       lineno, NULL);
-			return -1;
-		}
-		if (jsonline_feed(&jl, seg, seg_len) == JSONLINE_INVALID) {
-			refuse(w, tfs_errno(TRIGGER_E_INVALID), "is not JSON",
-			       lineno, jsonline_why(&jl));
-			return -1;
-		}
-		if (!nl)
-			break;
-		enum jsonline_status st = jsonline_end(&jl);
-
-		if (st == JSONLINE_PARTIAL || st == JSONLINE_INVALID) {
-			refuse(w, tfs_errno(TRIGGER_E_INVALID), "is not JSON",
-			       lineno, jsonline_why(&jl));
-			return -1;
-		}
-		/* The first line of a write continues the kept line; blank
-		 * lines are skipped. */
-		if (st == JSONLINE_COMPLETE)
-			add_line(w, lineno == 1 ? h->line : "",
-				 lineno == 1 ? h->line_len : 0, seg, seg_len, next);
-		jsonline_init(&jl);
-		cur = 0;
-		lineno++;
-		pos = w->tail_off = next;
-	}
-	w->jl_after = jl;
-	return 0;
+	return k;
 }
 
-static void keep_tail(struct tfs_handle *h, const char *p, size_t n,
-		      bool fresh)
+/* A value to send: b (in the write's bytes), after a (bytes kept from
+ * earlier writes, which needs a copy joining the two), trimmed of the
+ * whitespace around it. */
+static void add_value(struct tfs_write *w, const char *a, size_t alen,
+		      const char *b, size_t blen, size_t start, size_t lines)
 {
-	if (fresh)
-		h->line_len = 0;
-	if (h->line_len + n + 1 > h->line_cap) {
-		size_t cap = h->line_cap ? h->line_cap : 256;
+	struct value *v;
 
-		while (cap < h->line_len + n + 1)
+	if (w->nvalues == w->values_cap) {
+		w->values_cap = w->values_cap ? w->values_cap * 2 : 16;
+		w->values = xrealloc(w->values, w->values_cap * sizeof(*v));
+	}
+	v = &w->values[w->nvalues++];
+	v->text = b;
+	v->len = blen;
+	v->start = start;
+	v->lines = lines;
+	if (alen) {
+		w->joined = xmalloc(alen + blen);
+		memcpy(w->joined, a, alen);
+		if (blen)
+			memcpy(w->joined + alen, b, blen);
+		v->text = w->joined;
+		v->len = alen + blen;
+	}
+	while (v->len && is_json_space(v->text[v->len - 1]))
+		v->len--;
+	while (v->len && is_json_space(*v->text)) {
+		v->text++;
+		v->len--;
+	}
+}
+
+static void drop_kept(struct tfs_wstate *ws)
+{
+	free(ws->kept);
+	ws->kept = NULL;
+	ws->kept_len = ws->kept_cap = 0;
+	jsonline_init(&ws->jl);
+}
+
+static void keep(struct tfs_wstate *ws, const char *p, size_t n)
+{
+	if (ws->kept_len + n + 1 > ws->kept_cap) {
+		size_t cap = ws->kept_cap ? ws->kept_cap : 256;
+
+		while (cap < ws->kept_len + n + 1)
 			cap *= 2;
-		h->line = xrealloc(h->line, cap);
-		h->line_cap = cap;
+		ws->kept = xrealloc(ws->kept, cap);
+		ws->kept_cap = cap;
 	}
-	memcpy(h->line + h->line_len, p, n);
-	h->line_len += n;
-	h->line[h->line_len] = '\0';
+	memcpy(ws->kept + ws->kept_len, p, n);
+	ws->kept_len += n;
+	ws->kept[ws->kept_len] = '\0';
+}
+
+static void log_refusal(const struct tfs_handle *h, int err, size_t line,
+			const char *why, bool sent_before)
+{
+	tfs_log(LOG_ERR, "%s: the value at line %zu (counted from the open) %s: %s; %snothing from it on is sent",
+		LABEL(h->sink), line,
+		err == EFBIG ? "is over 1 MiB" : "is not JSON", why,
+		sent_before ? "the values before it were sent, " : "");
+}
+
+/* Stop the scan of a write at a refused value. */
+static void refuse_at(struct tfs_write *w, int err, size_t off, size_t line,
+		      const char *why)
+{
+	w->refused = err;
+	w->refused_off = off;
+	w->refused_line = line;
+	w->refused_why = why;
+}
+
+/* Skip a leading byte-order mark; false if the bytes only began like one. */
+static bool skip_bom(struct tfs_wstate *a, const char *buf, size_t size,
+		     size_t *pos)
+{
+	while (a->bom < 3 && *pos < size) {
+		if ((unsigned char)buf[*pos] != BOM[a->bom])
+			break;
+		a->bom++;
+		(*pos)++;
+	}
+	if (a->bom == 3 || *pos == size)
+		return true;
+	bool ok = a->bom == 0;
+
+	a->bom = 3;
+	return ok;
+}
+
+/* Cut the write into values on a copy of the open file's state (w->after),
+ * from pos on, until the end or the first value refused. */
+static void split_write(struct tfs_write *w)
+{
+	struct tfs_wstate *a = &w->after;
+	const char *buf = w->buf;
+	size_t pos = 0, vstart = 0;
+	bool cont = a->kept_len > 0;   /* the first value began earlier */
+
+	if (!skip_bom(a, buf, w->size, &pos)) {
+		refuse_at(w, EINVAL, 0, 1, "invalid UTF-8 (a broken byte-order mark)");
+		return;
+	}
+	w->tail_off = w->size;
+	while (pos < w->size) {
+		if (!cont && a->jl.status == JSONLINE_EMPTY) {
+			while (pos < w->size && is_json_space(buf[pos]))
+				a->lines += buf[pos++] == '\n';
+			if (pos == w->size)
+				break;
+			vstart = pos;
+			a->value_line = a->lines + 1;
+		}
+		size_t n = jsonline_scan(&a->jl, buf + pos, w->size - pos);
+		size_t have = (cont ? a->kept_len : 0) + pos + n - vstart;
+
+		a->lines += count_newlines(buf + pos, n);
+		pos += n;
+		if (a->jl.status == JSONLINE_INVALID) {
+			refuse_at(w, EINVAL, cont ? 0 : vstart, a->value_line,
+				  jsonline_why(&a->jl));
+			return;
+		}
+		if (have + BODY_OVERHEAD > MAX_BODY) {
+			refuse_at(w, EFBIG, cont ? 0 : vstart, a->value_line,
+				  "the API takes at most 1 MiB per record");
+			return;
+		}
+		if (a->jl.status != JSONLINE_COMPLETE) {
+			w->tail_off = cont ? 0 : vstart;
+			break;
+		}
+		add_value(w, cont ? a->kept : "", cont ? a->kept_len : 0,
+			  buf + vstart, pos - vstart, vstart, a->value_line - 1);
+		cont = false;
+		jsonline_init(&a->jl);
+		vstart = pos;
+	}
 }
 
 static void write_free(struct tfs_write *w)
 {
 	free(w->joined);
-	free(w->lines);
+	free(w->values);
 	free(w->buf);
 	free(w);
 }
 
-/* The op is over: answer it, leave the queue, start the next one. */
+/* The op is over: leave the queue, start the next one. */
 static void write_end(struct tfs_write *w)
 {
 	struct tfs_sink *sink = w->h->sink;
@@ -212,22 +255,54 @@ static void write_end(struct tfs_write *w)
 	start_next(sink);
 }
 
+/* Every value of the write was sent (or there were none). */
 static void write_succeeded(struct tfs_write *w)
 {
-	struct tfs_handle *h = w->h;
+	struct tfs_wstate *ws = &w->h->ws;
 
 	if (w->flush) {
-		if (w->nlines)
-			drop_line(h);
+		drop_kept(ws);
 		fuse_reply_err(w->req, 0);
 		return;
 	}
-	/* A newline ended the kept line; the bytes after the last newline
-	 * become the new kept line. */
-	keep_tail(h, w->buf + w->tail_off, w->size - w->tail_off,
-		  w->tail_off > 0);
-	h->jl = w->jl_after;
+	if (w->refused) {
+		/* The values before the refused one count; nothing after. */
+		log_refusal(w->h, w->refused, w->refused_line, w->refused_why,
+			    w->refused_off > 0);
+		drop_kept(ws);
+		ws->failed = w->refused;
+		if (w->refused_off)
+			fuse_reply_write(w->req, w->refused_off);
+		else
+			fuse_reply_err(w->req, w->refused);
+		return;
+	}
+	/* The kept bytes are now those of the value left incomplete. */
+	char *kept = ws->kept;
+	size_t kept_len = ws->kept_len, kept_cap = ws->kept_cap;
+
+	if (w->tail_off == w->size || w->nvalues)
+		kept_len = 0;   /* completed (or nothing new to keep) */
+	*ws = w->after;
+	ws->kept = kept;
+	ws->kept_len = kept_len;
+	ws->kept_cap = kept_cap;
+	if (w->tail_off < w->size)
+		keep(ws, w->buf + w->tail_off, w->size - w->tail_off);
 	fuse_reply_write(w->req, w->size);
+}
+
+/* A short write up to the value at w->next (not sent): the next write
+ * starts with it. */
+static void reply_short(struct tfs_write *w)
+{
+	struct tfs_wstate *ws = &w->h->ws;
+	const struct value *v = &w->values[w->next];
+
+	drop_kept(ws);
+	ws->lines = v->lines;
+	ws->bom = 3;
+	fuse_reply_write(w->req, v->start);
 }
 
 static void write_failed(struct tfs_write *w, const struct trigger_result *res)
@@ -240,27 +315,40 @@ static void write_failed(struct tfs_write *w, const struct trigger_result *res)
 	tfs_log(LOG_ERR, "%s: send failed: %s (%s)%s", LABEL(sink),
 		trigger_strerror(res->code),
 		trigger_result_text(res, why, sizeof(why)),
-		w->next ? "; the lines before it were sent" : "");
+		w->next ? "; the values before it were sent" : "");
 	if (res->code == TRIGGER_E_RUN_FINISHED && sink->run)
 		runs_finished(sink->run, "a send was refused");
 	if (res->code == TRIGGER_E_EXPIRED)
-		tfs_log(LOG_ERR, "the access token expired at %lld (Unix time)",
-			(long long)trigger_cred_exp(tfs.cred));
-	if (w->flush) {
-		drop_line(h);
-		fuse_reply_err(w->req, err);
-	} else if (w->next == 0) {
-		fuse_reply_err(w->req, err);  /* nothing taken: kept line stays */
-	} else {
-		/* A short write: the accepted lines count, the error comes with
-		 * the next write. */
-		drop_line(h);
-		h->deferred_err = err;
-		fuse_reply_write(w->req, w->lines[w->next - 1].end);
+		tfs_log_expiry(sink->run ? sink->run->id : sink->name);
+	if (w->flush || w->next == 0) {
+		fuse_reply_err(w->req, err);  /* nothing taken: kept stays */
+		return;
 	}
+	/* The values sent count, the error comes with the next write. */
+	h->ws.deferred_err = err;
+	reply_short(w);
 }
 
 static void send_next(struct tfs_write *w);
+
+/* The value at w->next is in: the next one, or the answer. */
+static void value_sent(struct tfs_write *w)
+{
+	if (++w->next < w->nvalues && w->values[w->next].start > 0 &&
+	    tfs.park_limit > 0 && tfs_now() - w->started > tfs.park_limit / 2) {
+		/* Many values: answer before the kernel's request timeout
+		 * would abort the mount; the caller writes the rest again. */
+		reply_short(w);
+		write_end(w);
+		return;
+	}
+	if (w->next < w->nvalues) {
+		send_next(w);
+		return;
+	}
+	write_succeeded(w);
+	write_end(w);
+}
 
 static void note_failure(struct tfs_write *w, size_t i,
 			 const struct trigger_result *res)
@@ -284,28 +372,25 @@ static void send_done(void *arg, const struct trigger_result *res)
 
 	if (res->code != TRIGGER_OK)
 		note_failure(w, i, res);
-	else if (i < w->fail_at)
-		w->next = i + 1;
-	if (res->code == TRIGGER_OK && w->h->sink->kind == NODE_WAITPOINT)
+	else if (w->h->sink->kind == NODE_WAITPOINT)
 		waitpoint_sent(w->h->sink);
 	if (w->answered < w->submitted) {
 		pthread_mutex_unlock(&tfs.lock);
 		return;
 	}
 	if (w->fail_at != SIZE_MAX) {
+		w->next = w->fail_at;
 		write_failed(w, &w->fail);
 		write_end(w);
-	} else if (w->next == w->nlines) {
-		write_succeeded(w);
-		write_end(w);
 	} else {
-		send_next(w);
+		w->next += w->submitted - 1;
+		value_sent(w);
 	}
 	pthread_mutex_unlock(&tfs.lock);
 }
 
 /* One value to where the sink's values go. */
-static int sink_send(struct tfs_write *w, const struct line *l)
+static int sink_send(struct tfs_write *w, const struct value *v)
 {
 	struct tfs_handle *h = w->h;
 	struct tfs_sink *sink = h->sink;
@@ -317,37 +402,32 @@ static int sink_send(struct tfs_write *w, const struct line *l)
 		/* The first value of an open asks for the stream's credentials
 		 * again, so that a finished run refuses it. */
 		return trigger_output_append(tfs.client, sink->run->id,
-					     sink->name, l->text, l->len, first,
+					     sink->name, v->text, v->len, first,
 					     send_done, w);
 	case NODE_WAITPOINT:
 		return trigger_waitpoint_complete(tfs.client, sink->name,
-						  l->text, l->len, send_done, w);
+						  v->text, v->len, send_done, w);
 	default:
 		return trigger_send(tfs.client, sink->run->id, sink->name,
-				    l->text, l->len, send_done, w);
+				    v->text, v->len, send_done, w);
 	}
 }
 
-/* Called with tfs.lock held.  An input stream takes one value at a time
- * (its sends are checked one by one); an output stream every value of the
- * write at once: the client batches them, as the SDK's writer does. */
+/* Called with tfs.lock held: the value at w->next, or for an output stream
+ * all the values left. */
 static void send_next(struct tfs_write *w)
 {
-	size_t n = w->h->sink->kind == NODE_OUTPUT ? w->nlines - w->next : 1;
+	size_t n = w->h->sink->kind == NODE_OUTPUT ? w->nvalues - w->next : 1;
 
 	w->from = w->next;
 	w->submitted = w->answered = 0;
 	w->fail_at = SIZE_MAX;
 	for (size_t i = 0; i < n; i++) {
-		int rc = sink_send(w, &w->lines[w->next + i]);
+		int rc = sink_send(w, &w->values[w->next + i]);
 
 		if (rc) {
 			struct trigger_result res = { .code = rc };
 
-			snprintf(res.error, sizeof(res.error), "%s",
-				 rc == TRIGGER_E_FORBIDDEN && w->h->sink->kind == NODE_OUTPUT
-				 ? "output streams take a secret key"
-				 : "refused before sending");
 			note_failure(w, w->next + i, &res);
 			break;
 		}
@@ -359,31 +439,52 @@ static void send_next(struct tfs_write *w)
 	write_end(w);
 }
 
+/* At close: a value still incomplete is not sent, and the close fails;
+ * the bytes stay for another process sharing the open file. */
+static bool flush_value(struct tfs_write *w)
+{
+	struct tfs_wstate *ws = &w->h->ws;
+	enum jsonline_status st = jsonline_end(&ws->jl);
+
+	if (!ws->kept_len || st == JSONLINE_EMPTY)
+		return true;
+	if (st == JSONLINE_COMPLETE) {
+		add_value(w, ws->kept, ws->kept_len, "", 0, 0, ws->value_line - 1);
+		return true;
+	}
+	tfs_log(LOG_ERR, "%s: close with an incomplete value (line %zu counted from the open: %s): not sent",
+		LABEL(w->h->sink), ws->value_line,
+		jsonline_why(&ws->jl));
+	fuse_reply_err(w->req, EINVAL);
+	return false;
+}
+
 /* Start a write or flush at the head of the queue. */
 static void start(struct tfs_write *w)
 {
-	struct tfs_handle *h = w->h;
+	struct tfs_wstate *ws = &w->h->ws;
+	int err = ws->failed ? ws->failed : ws->deferred_err;
 
-	if (h->deferred_err) {
-		fuse_reply_err(w->req, h->deferred_err);
-		h->deferred_err = 0;
+	if (err) {
+		ws->deferred_err = 0;
+		fuse_reply_err(w->req, err);
 		write_end(w);
 		return;
 	}
-	if (w->flush) {
-		if (h->line_len && jsonline_end(&h->jl) == JSONLINE_COMPLETE)
-			add_line(w, h->line, h->line_len, "", 0, 0);
-		else if (jsonline_end(&h->jl) == JSONLINE_EMPTY)
-			drop_line(h);
-	} else if (split_write(w)) {
+	if (w->flush && !flush_value(w)) {
 		write_end(w);
 		return;
 	}
-	if (w->nlines == 0) {
+	if (!w->flush) {
+		w->after = *ws;
+		split_write(w);
+	}
+	if (w->nvalues == 0) {
 		write_succeeded(w);
 		write_end(w);
 		return;
 	}
+	w->started = tfs_now();
 	send_next(w);
 }
 
@@ -437,8 +538,8 @@ void writer_flush(fuse_req_t req, struct tfs_handle *h)
  * gone: there is nobody left to complete or to tell. */
 void writer_release(struct tfs_handle *h)
 {
-	if (h->line_len && jsonline_end(&h->jl) != JSONLINE_EMPTY)
-		tfs_log(LOG_WARNING, "%s: dropped an incomplete line of %zu bytes at close (not one JSON value)",
-			LABEL(h->sink), h->line_len);
-	drop_line(h);
+	if (h->ws.kept_len && jsonline_end(&h->ws.jl) != JSONLINE_EMPTY)
+		tfs_log(LOG_WARNING, "%s: dropped an incomplete value of %zu bytes at the last close (not sent)",
+			LABEL(h->sink), h->ws.kept_len);
+	drop_kept(&h->ws);
 }

@@ -1,5 +1,5 @@
 """API failures as errno, through a real mount: unknown run ENOENT,
-finished run EPIPE, missing scope and expired token EACCES (without a
+finished run EROFS (which every writer reports), missing scope and expired token EACCES (without a
 request), server down EIO within the send deadline. Each error leaves one
 log line naming the run."""
 
@@ -40,24 +40,48 @@ def test_unknown_run_is_enoent(mount):
     assert mount.log_matching(rf"run {bad}\b"), mount.stderr()
 
 
-def test_finished_run_is_epipe(mount, server, run):
+def test_finished_run_refuses_writes_with_erofs(mount, server, run):
     path = mount.input(run, "chat")
     assert sh('echo 1 > "$S"', env={"S": path}).returncode == 0
     server.cancel(run)
     start = len(mount.log_lines())
     r = sh('echo 2 > "$S"', env={"S": path})
     assert r.returncode == 1
-    assert b"Broken pipe" in r.stderr, r.stderr
+    assert b"Read-only file system" in r.stderr, r.stderr
     line = one_log_line(mount, rf"run {run} stream chat: send failed", start)
-    assert "400" in line and "completed run" in line, line
+    assert "HTTP 400" in line and "completed run" in line, line
     fd = os.open(path, os.O_WRONLY)
     try:
-        assert os_error(lambda: os.write(fd, b"3\n")) == errno.EPIPE
+        assert os_error(lambda: os.write(fd, b"3\n")) == errno.EROFS
     finally:
         os.close(fd)
     assert [v for _, v in server.records(run, "chat")] == [1]
     # Readers of a finished run get what it holds, then end of file.
     assert sh('timeout 5 cat "$S"', env={"S": path}).stdout == b"1\n"
+
+
+def test_no_writer_exits_0_on_a_finished_run(mount, server, run, tmp_path):
+    """EPIPE is what tee reads as "the reader went away" (exit 0): the
+    errno of a finished run must be a failure for every writer."""
+    path = mount.input(run, "done")
+    server.cancel(run)
+    src = tmp_path / "v.json"
+    src.write_text('{"v":1}\n')
+    writers = {
+        "tee": 'echo \'{"v":1}\' | tee "$S" >/dev/null',
+        "tee -p": 'echo \'{"v":1}\' | tee -p "$S" >/dev/null',
+        "dd": 'dd if="$F" of="$S" status=none',
+        "cp": 'cp "$F" "$S"',
+        "echo": 'echo \'{"v":1}\' > "$S"',
+        "printf": "/usr/bin/printf '{\"v\":1}\\n' > \"$S\"",
+        # with: a file left to the garbage collector reports nothing
+        "python": '/usr/bin/python3 -c \'import sys\nwith open(sys.argv[1], "w") as f: f.write("{}\\n")\' "$S"',
+    }
+    for name, script in writers.items():
+        r = sh(script, env={"S": path, "F": str(src)})
+        assert r.returncode != 0, f"{name} exited 0 on a finished run"
+        assert b"Read-only file system" in r.stderr, (name, r.stderr)
+    assert server.records(run, "done") == []
 
 
 def test_token_without_write_scope_is_eacces_without_a_request(mount_factory, server, run):
@@ -110,3 +134,31 @@ def test_server_down_is_eio_within_the_send_deadline(make_server, mount_factory)
     assert b"Input/output error" in r.stderr, r.stderr
     assert elapsed < 2 + 2 * SLACK, elapsed
     one_log_line(m, rf"run {run} stream chat: send failed", start)
+
+
+def test_a_lost_connection_is_one_line_and_its_return_another(make_server, mount_factory):
+    """While the server is down the subscription retries many times; the
+    log says so once, and once more when it is back (how long, how many
+    retries), and the reader then gets the record."""
+    from mount_ctl import Lines, kill_group, spawn_sh
+    srv = make_server()
+    run, _ = srv.trigger_run()
+    m = mount_factory(api_url=srv.url, key=srv.secret_key)
+    proc = spawn_sh('exec cat "$S"', env={"S": m.input(run, "chat")})
+    try:
+        m.wait_parked(1)
+        start = len(m.log_lines())
+        srv.stop()
+        m.wait_log(rf"run {run} stream chat: connection lost", start=start)
+        time.sleep(6)        # the outage: several reconnection attempts
+        srv.start()
+        back = m.wait_log(rf"run {run} stream chat: connection back after ([\d.]+) s and (\d+) retries",
+                          timeout=30 * SLACK, start=start)
+        assert float(back.group(1)) >= 5 and int(back.group(2)) >= 2, back.string
+        lost = m.log_matching(r"connection lost", start)
+        assert len(lost) == 1, lost
+        assert "HTTP 0" not in "\n".join(m.log_lines()[start:])
+        srv.send(run, "chat", "after")
+        assert Lines(proc.stdout.fileno()).next()[0] == '"after"'
+    finally:
+        kill_group(proc)

@@ -55,7 +55,7 @@ static const struct jl_case cases[] = {
 	X("+1", 0, "value"), X(".5", 0, "value"), X("1.e5", 2, "decimal point"),
 	X("1ex", 2, "exponent"), X("1e+x", 3, "exponent"), X("--1", 1, "digit"),
 	X("0x10", 1, "after the JSON value"), X("1 2", 2, "after the JSON value"),
-	X("{} {}", 3, "one value per line"), X("{}x", 2, "after"),
+	X("{} {}", 3, "after the JSON value"), X("{}x", 2, "after"),
 	X("\"a\" \"b\"", 4, "after"), X("[1 2]", 3, "','"),
 	X("{\"a\":1 \"b\":2}", 7, "'}'"), X("{1:2}", 1, "key"), X("{\"a\"}", 4, "':'"),
 	X("{\"a\":}", 5, "value"), X("[}", 1, "value"), X("{]", 1, "key"),
