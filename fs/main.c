@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 
 #define MAX_SECRET 65536
 #define OPEN_TIMEOUT 30.0
+#define DEFAULT_CACHE_MEM (16LL << 20)
 
 struct tfs tfs = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
@@ -42,6 +44,8 @@ static const struct fuse_opt option_spec[] = {
 	TFS_OPT("send_timeout=%s", send_timeout),
 	TFS_OPT("cafile=%s", cafile),
 	TFS_OPT("insecure_http", insecure_http),
+	TFS_OPT("cache_mem=%s", cache_mem),
+	TFS_OPT("cache_dir=%s", cache_dir),
 	FUSE_OPT_KEY("token=", KEY_SECRET_IN_ARGV),
 	FUSE_OPT_KEY("access_token=", KEY_SECRET_IN_ARGV),
 	FUSE_OPT_KEY("secret_key=", KEY_SECRET_IN_ARGV),
@@ -104,7 +108,11 @@ static void usage(const char *prog)
 	       "    -o send_timeout=DURATION  retry deadline of a send (default 30s)\n"
 	       "    -o cafile=PATH          trust the certificate authorities in PATH (PEM)\n"
 	       "                            instead of the system's (a private CA)\n"
-	       "    -o insecure_http        allow http:// to hosts other than loopback\n\n"
+	       "    -o insecure_http        allow http:// to hosts other than loopback\n"
+	       "    -o cache_mem=SIZE       record data kept in memory, all streams\n"
+	       "                            together (512K, 64M, 1G; default 16M)\n"
+	       "    -o cache_dir=DIR        where logs go past cache_mem, in a private\n"
+	       "                            directory removed at unmount (default /var/tmp)\n\n"
 	       "Credentials come from the files above, else from TRIGGER_ACCESS_TOKEN,\n"
 	       "else TRIGGER_SECRET_KEY; never from the command line.\n\n", prog);
 }
@@ -130,6 +138,35 @@ static double parse_duration(const char *s)
 	if (!strcmp(end, "d"))
 		return v * 86400;
 	return -1;
+}
+
+/* "16M", "512K", "1G" (powers of 1024, an optional "iB" or "B"), or
+ * plain bytes; -1 when malformed. */
+static long long parse_size(const char *s)
+{
+	static const char units[] = "KMGT";
+	char *end;
+	long long v;
+
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno || end == s || v < 0)
+		return -1;
+	const char *u = *end ? strchr(units, *end) : NULL;
+
+	if (u) {
+		for (int i = 0; i <= u - units; i++) {
+			if (v > LLONG_MAX / 1024)
+				return -1;
+			v *= 1024;
+		}
+		end++;
+		if (!strcmp(end, "iB"))
+			end += 2;
+	}
+	if (!strcmp(end, "B"))
+		end++;
+	return *end ? -1 : v;
 }
 
 static char *trim(char *s)
@@ -332,6 +369,12 @@ static trigger_client *client_new(const struct tfs_options *o, double send_to,
 	return c;
 }
 
+static void cache_warn(int err, const char *what)
+{
+	tfs_log(LOG_ERR, "%s %s: %s; that stream's log stays in memory, over cache_mem",
+		what, cachedir_path(), strerror(err));
+}
+
 /* The daemon works from "/": the CA file's path must not be relative. */
 static int cafile_absolute(struct tfs_options *o)
 {
@@ -357,7 +400,7 @@ static int check_tls(trigger_client *c)
 	struct trigger_sync s;
 	trigger_code code;
 
-	if (strncmp(url, "https://", 8))
+	if (strncmp(url, "https://", 8) != 0)
 		return 0;
 	trigger_sync_init(&s);
 	code = trigger_sync_wait(&s, trigger_client_check(c, trigger_sync_done, &s));
@@ -405,6 +448,11 @@ static int configure(struct tfs_options *o, double *send_to)
 		fprintf(stderr, "triggerfs: bad send_timeout=%s (use 30s, 5m)\n", o->send_timeout);
 		return -1;
 	}
+	tfs.cache_mem = o->cache_mem ? parse_size(o->cache_mem) : DEFAULT_CACHE_MEM;
+	if (tfs.cache_mem < 0) {
+		fprintf(stderr, "triggerfs: bad cache_mem=%s (use 512K, 64M, 1G)\n", o->cache_mem);
+		return -1;
+	}
 	tfs.park_limit = kernel_park_limit();
 	tfs.open_timeout = OPEN_TIMEOUT > *send_to ? OPEN_TIMEOUT : *send_to;
 	tfs.started = time(NULL);
@@ -419,6 +467,11 @@ static int configure(struct tfs_options *o, double *send_to)
 		return -1;
 	if (o->cafile && cafile_absolute(o))
 		return -1;
+	int cache_fd = cachedir_open(o->cache_dir);
+
+	if (cache_fd < 0)
+		return -1;
+	logstore_configure(cache_fd, (size_t)tfs.cache_mem, cache_warn);
 	/* Check the URL now, while errors still reach the terminal; the real
 	 * client (and its thread) is made after daemonising. */
 	trigger_client *probe = client_new(o, *send_to, 0);
@@ -517,6 +570,12 @@ int main(int argc, char *argv[])
 	double send_to = 30;
 	int ret = 1;
 
+	/* A daemon that lives for weeks: blocks of 64 KiB and more (the logs'
+	 * full chunks, reads copied from the cache directory) come from the
+	 * kernel and go back to it when freed.  glibc's default would raise
+	 * that threshold as such blocks are freed and keep them in one arena
+	 * per thread, a few MiB each, for good. */
+	mallopt(M_MMAP_THRESHOLD, 64 * 1024);
 	memset(&o, 0, sizeof(o));
 	memset(&fo, 0, sizeof(fo));
 	if (fuse_opt_parse(&args, &o, option_spec, option_proc) != 0 ||
@@ -558,6 +617,7 @@ int main(int argc, char *argv[])
 	}
 	fuse_session_destroy(tfs.se);
 out:
+	cachedir_close();
 	if (tfs.cred)
 		trigger_cred_free(tfs.cred);
 	free(fo.mountpoint);
@@ -568,6 +628,8 @@ out:
 	free(o.secret_key_file);
 	free(o.timeout);
 	free(o.send_timeout);
+	free(o.cache_mem);
+	free(o.cache_dir);
 	free(o.cafile);
 	fuse_opt_free_args(&args);
 	return ret;

@@ -202,13 +202,25 @@ static void tfs_releasedir(fuse_req_t req, fuse_ino_t ino,
 char *tfs_stats_json(size_t *len)
 {
 	char *text = NULL;
+	struct logstore_stats ls;
 
 	pthread_mutex_lock(&tfs.lock);
+	logstore_stats(&ls);
+	/* The parent of the cache directory is the user's: any bytes. */
+	json_t *dir = json_string(cachedir_path());
+	char *dir_json = json_dumps(dir, JSON_ENCODE_ANY);
+
 	*len = (size_t)asprintf(&text,
 		"{\"parked_reads\":%zu,\"parked_opens\":%zu,\"open_handles\":%zu,"
-		"\"streams\":%zu,\"subscriptions\":%zu,\"waited_runs\":%d}\n",
+		"\"streams\":%zu,\"subscriptions\":%zu,\"waited_runs\":%d,"
+		"\"cache_dir\":%s,\"cache_mem\":%zu,\"mem_bytes\":%zu,"
+		"\"disk_bytes\":%llu,\"disk_files\":%zu}\n",
 		tfs.parked[WAIT_READ], tfs.parked[WAIT_OPEN], tfs.open_handles,
-		tfs.streams, tfs.subscriptions, !list_empty(&tfs.waited_runs));
+		tfs.streams, tfs.subscriptions, !list_empty(&tfs.waited_runs),
+		dir_json ? dir_json : "null", ls.budget, ls.mem_bytes,
+		(unsigned long long)ls.disk_bytes, ls.files);
+	free(dir_json);
+	json_decref(dir);
 	pthread_mutex_unlock(&tfs.lock);
 	return text;
 }

@@ -26,41 +26,52 @@ static void sub_stop(struct tfs_stream *s);
 
 static void log_append(struct tfs_stream *s, const char *json, size_t len)
 {
-	size_t need = s->len + len + 1;
-
-	if (need > s->cap) {
-		size_t cap = s->cap ? s->cap : 4096;
-
-		while (cap < need)
-			cap *= 2;
-		s->data = xrealloc(s->data, cap);
-		s->cap = cap;
-	}
-	memcpy(s->data + s->len, json, len);
-	s->data[s->len + len] = '\n';
-	s->len = need;
-	s->nrecords++;
+	logstore_append_record(s->log, json, len);
 	s->mtime = time(NULL);
 }
 
 static size_t log_size(const struct tfs_stream *s)
 {
-	return s->len;
+	return (size_t)logstore_size(s->log);
 }
 
-/* The bytes from off that are contiguous in memory. */
-static size_t log_span(const struct tfs_stream *s, size_t off, const char **p)
+/* Answer with n bytes of the log at off: straight from memory when they
+ * are contiguous there, else copied (from the cache directory, or across
+ * chunks). */
+static void log_reply(fuse_req_t req, struct tfs_stream *s, size_t off,
+		      size_t n)
 {
-	*p = s->data + off;
-	return off < s->len ? s->len - off : 0;
+	const char *p;
+
+	if (logstore_span(s->log, off, &p) >= n) {
+		fuse_reply_buf(req, p, n);
+		return;
+	}
+	char *buf = xmalloc(n);
+	ssize_t got = logstore_read(s->log, off, buf, n);
+
+	if (got == (ssize_t)n) {
+		fuse_reply_buf(req, buf, n);
+	} else {
+		tfs_log(LOG_ERR, "run %s stream %s: cannot read the log back from the cache directory: %s",
+			s->run->id, s->name, got < 0 ? strerror(errno) : "short read");
+		fuse_reply_err(req, EIO);
+	}
+	free(buf);
 }
 
-/* Just past the '\n' of the record holding byte off. */
-static size_t log_record_end(const struct tfs_stream *s, size_t off)
+/* Just past the '\n' of the record holding byte off; 0 when the cache
+ * directory cannot be read (logged). */
+static size_t log_record_end(struct tfs_stream *s, size_t off)
 {
-	const char *nl = memchr(s->data + off, '\n', s->len - off);
+	int64_t end = logstore_record_end(s->log, off);
 
-	return nl ? (size_t)(nl - s->data) + 1 : s->len;
+	if (end < 0) {
+		tfs_log(LOG_ERR, "run %s stream %s: cannot read the log back from the cache directory: %s",
+			s->run->id, s->name, strerror(errno));
+		return 0;
+	}
+	return (size_t)end;
 }
 
 /* Called with tfs.lock held. */
@@ -92,8 +103,7 @@ static size_t short_of_full(size_t n, size_t size, bool at_end)
 static void reply_log(fuse_req_t req, struct tfs_handle *h, size_t size,
 		      off_t off)
 {
-	const char *p;
-	size_t n = log_span(h->stream, off, &p);
+	size_t n = log_size(h->stream) - (size_t)off;
 
 	if (n > size)
 		n = size;
@@ -101,37 +111,40 @@ static void reply_log(fuse_req_t req, struct tfs_handle *h, size_t size,
 	if (h->kind == NODE_OUTPUT)
 		n = short_of_full(n, size, (size_t)off + n == log_size(h->stream));
 	h->pos = off + n;
-	fuse_reply_buf(req, p, n);
+	log_reply(req, h->stream, (size_t)off, n);
 }
 
 /* input/S: the rest of this descriptor's record, else the mount's next
- * record (taken: no other reader gets it).  False when none is left. */
-static bool take_record(struct tfs_handle *h)
+ * record (taken: no other reader gets it).  0 when none is left, -EIO
+ * when the cache directory fails. */
+static int take_record(struct tfs_handle *h)
 {
 	struct tfs_stream *s = h->stream;
 
 	if (h->rec_off < h->rec_end)
-		return true;
+		return 1;
 	if (s->consumed >= log_size(s))
-		return false;
+		return 0;
+	size_t end = log_record_end(s, s->consumed);
+
+	if (!end)
+		return -EIO;
 	h->rec_off = s->consumed;
-	h->rec_end = log_record_end(s, s->consumed);
-	s->consumed = h->rec_end;
-	return true;
+	h->rec_end = end;
+	s->consumed = end;
+	return 1;
 }
 
 /* One read returns bytes of one record only. */
 static void reply_record(fuse_req_t req, struct tfs_handle *h, size_t size)
 {
-	const char *p;
-	size_t n = h->rec_end - h->rec_off;
+	size_t off = h->rec_off, n = h->rec_end - off;
 
 	if (n > size)
 		n = size;
-	n = short_of_full(n, size, h->rec_off + n == h->rec_end);
-	log_span(h->stream, h->rec_off, &p);
+	n = short_of_full(n, size, off + n == h->rec_end);
 	h->rec_off += n;
-	fuse_reply_buf(req, p, n);
+	log_reply(req, h->stream, off, n);
 }
 
 static bool has_data(const struct tfs_handle *h, off_t off)
@@ -149,7 +162,11 @@ static bool read_answer(fuse_req_t req, struct tfs_handle *h, size_t size,
 {
 	struct tfs_stream *s = h->stream;
 
-	if (h->kind == NODE_INPUT && take_record(h)) {
+	int took = h->kind == NODE_INPUT ? take_record(h) : 0;
+
+	if (took < 0) {
+		fuse_reply_err(req, -took);
+	} else if (took) {
 		reply_record(req, h, size);
 	} else if (h->kind != NODE_INPUT && (size_t)off < log_size(s)) {
 		reply_log(req, h, size, off);

@@ -139,6 +139,7 @@ struct tfs_stream *tree_stream_of(struct tfs_run *run, const char *name,
 	s->run = run;
 	s->output = output;
 	s->last_seq = -1;
+	s->log = logstore_new();
 	list_init(&s->waiters);
 	list_init(&s->pollers);
 	list_init(&s->sink.writes);

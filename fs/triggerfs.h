@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "jsonline.h"
+#include "logstore.h"
 #include "trigger.h"
 
 /* ---- allocation --------------------------------------------------------
@@ -193,33 +194,32 @@ struct tfs_stream {
 	struct tfs_stream *next;
 	fuse_ino_t ino_input, ino_log;  /* input streams */
 	fuse_ino_t ino_output;          /* output streams */
-	bool output;                 /* an output stream (runs/R/output/S) */
-	bool listed;                 /* used through the mount: in readdir */
 
 	/* the log: every record as one line of JSON, append-only */
-	char *data;
-	size_t len, cap;
+	struct logstore *log;
 	long long last_seq;          /* -1: none */
 	time_t mtime;                /* when the last record arrived */
-	size_t nrecords;
 	size_t consumed;             /* input/S: bytes of the records taken on
 					this mount (each record goes once) */
-	bool fetched;                /* caught up at least once */
 
 	/* the subscription shared by every reader */
 	struct tfs_subctx *sub;
 	int readers;                 /* open handles that read */
-	bool caught_up;
 	trigger_code sub_error;      /* the subscription gave up with this */
 	struct list waiters;         /* struct tfs_waiter */
 	struct list pollers;         /* struct tfs_handle with a poll handle */
-	int attr_waiters;            /* lookups/getattrs waiting to catch up */
 	struct list idle;            /* in tfs.idle_streams: a subscription
 					held for stat only, stopped later */
 	double idle_since;
+	int attr_waiters;            /* lookups/getattrs waiting to catch up */
 
-	/* writes go out one at a time, in order */
-	struct tfs_sink sink;
+	/* the flags, together (no padding between them) */
+	bool listed;                 /* used through the mount: in readdir */
+	bool fetched;                /* caught up at least once */
+	bool caught_up;
+	bool output;                 /* an output stream (runs/R/output/S) */
+
+	struct tfs_sink sink;         /* writes: one at a time, in order */
 };
 
 /* What an open file has written so far: a stream of JSON texts, checked
@@ -265,6 +265,8 @@ struct tfs_options {
 	char *secret_key_file;
 	char *timeout;
 	char *send_timeout;
+	char *cache_mem;
+	char *cache_dir;
 	char *cafile;
 	int insecure_http;
 	int show_help;
@@ -284,6 +286,7 @@ struct tfs {
 	double read_timeout;         /* -o timeout=, seconds; 0: none */
 	double park_limit;           /* kernel request timeout guard; 0: none */
 	double open_timeout;         /* how long an open waits to catch up */
+	long long cache_mem;         /* -o cache_mem=, bytes */
 	bool shutting_down;
 	bool unmounted;              /* the mount went away (lazy unmount) */
 	size_t parked[2];            /* by waiter_kind */
@@ -409,6 +412,10 @@ void waitpoint_sent(struct tfs_sink *sink);
 
 /* writer.c: a sink's name in log lines ("run R stream S") */
 const char *sink_label(const struct tfs_sink *sink, char *buf, size_t len);
+/* cachedir.c */
+int cachedir_open(const char *parent);
+const char *cachedir_path(void);
+void cachedir_close(void);
 
 /* watch.c */
 int watch_start(void);

@@ -1,4 +1,5 @@
-"""The scenarios, each run three ways against the one local server:
+"""The scenarios, each run three ways against the one local server (the
+volume scenario only through a mount: it measures the daemon's memory):
 
   triggerfs  through a mount, with ordinary tools (cat, head) or plain
              read(2)/write(2) (bench-fslatency, bench-waiters)
@@ -10,6 +11,7 @@ Each function returns plain data for the JSON report; report.py reduces it
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import random
@@ -41,6 +43,9 @@ class Config:
     stat_samples: int = 500
     cost_sizes: list = field(default_factory=lambda: [1000, 10000, 100000])
     cost_min_records: int = 30000       # small sizes repeat up to this many
+    vol_bytes: int = 1 << 30            # through the mount in all
+    vol_streams: int = 100              # each followed by a reader
+    vol_record: int = 32 * 1024         # bytes per record
     ways: tuple = WAYS
 
     @classmethod
@@ -50,7 +55,7 @@ class Config:
         return cls(quick=True, reps=3, send_records=2000, par_records=200, round_trips=200,
                    out_round_trips=50,
                    w_runs=10, stat_samples=200, cost_sizes=[1000, 10000],
-                   cost_min_records=10000)
+                   cost_min_records=10000, vol_bytes=256 << 20)
 
 
 def rotated(ways: tuple, rep: int) -> tuple:
@@ -222,7 +227,7 @@ def scenario_latency(b: Bench, cfg: Config, run: str) -> dict:
     return out
 
 
-# ---- 6. output streams -------------------------------------------------------
+# ---- 7. output streams -------------------------------------------------------
 
 def output_send_once(b: Bench, m: Mount, way: str, run: str, records: Path,
                      stream: str) -> dict:
@@ -530,15 +535,87 @@ def scenario_memory(results: dict) -> dict:
     return out
 
 
+# ---- 6. volume: memory after gigabytes ---------------------------------------
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def volume_readers(b: Bench, m: Mount, run: str, streams: list, size: int) -> list:
+    """One follower per stream, each printing "done" once it has read
+    `size` bytes: `head -c` on input/S (the consumer) for half of them,
+    `tail -f` on log/S (the observer) for the other half."""
+    out = []
+    for i, s in enumerate(streams):
+        if i % 2:
+            script = 'head -c "$1" "$2" > /dev/null && echo done'
+            path = m.stream(run, s)
+        else:  # tail never ends by itself; the group is ended by stop()
+            script = 'head -c "$1" < <(exec tail -c +1 -f "$2") > /dev/null && echo done'
+            path = m.stream(run, s, "log")
+        out.append(b.spawn(["bash", "-c", script, "bash", str(size), str(path)],
+                           f"volume-reader-{i}"))
+    return out
+
+
+def scenario_volume(b: Bench, cfg: Config, run: str) -> dict:
+    """cfg.vol_bytes through cfg.vol_streams streams of one run, each
+    followed, sent by bench-direct (all streams at once); the daemon's RSS
+    at the end and at its peak, with its default -o cache_mem."""
+    n = -(-cfg.vol_bytes // (cfg.vol_streams * cfg.vol_record))   # at least vol_bytes
+    path = b.tmp / f"volume-{cfg.vol_record}.jsonl"
+    pad = "".join(random.Random(6).choice("abcdefghijklmnopqrstuvwxyz") for _ in range(4096))
+    with open(path, "w") as f:
+        for i in range(n):
+            head = '{"i":%d,"pad":"' % i
+            f.write(head + (pad * (cfg.vol_record // 4096 + 1))[:cfg.vol_record - len(head) - 3]
+                    + '"}\n')
+    size = path.stat().st_size
+    streams = [f"volume-{i}" for i in range(cfg.vol_streams)]
+    with b.mount("volume") as m:
+        readers = volume_readers(b, m, run, streams, size)
+        try:
+            m.wait_parked(len(streams) // 2, 60)
+            idle = m.status()["rss"]
+            t0 = time.monotonic()
+            with Sampler(m.pid, 0.1) as sampler:
+                b.run([b.prog("bench/bench-direct"), "send", str(path), run, *streams],
+                      "volume-send", timeout=1800)
+                for r in readers:
+                    r.expect("done", 600)
+            wall = time.monotonic() - t0
+            stats, after = m.stats(), m.status()["rss"]
+            # Every log/S read back from the start is the file sent, byte
+            # for byte (most of it from the cache directory).
+            want = file_sha256(path)
+            t1 = time.monotonic()
+            for s in streams:
+                if file_sha256(m.stream(run, s, "log")) != want:
+                    raise BenchError(f"log/{s} read back differs from what was sent")
+            return {"bytes": size * len(streams), "streams": len(streams),
+                    "record_bytes": cfg.vol_record, "seconds": wall,
+                    "rss_before": idle, "rss_after": after,
+                    "max_rss": sampler.max_rss, "cache_mem": stats.get("cache_mem"),
+                    "mem_bytes": stats.get("mem_bytes"), "disk_bytes": stats.get("disk_bytes"),
+                    "readback_s": time.monotonic() - t1,
+                    "rss_after_readback": m.status()["rss"]}
+        finally:
+            for r in readers:
+                r.stop()
+
+
 def run_all(b: Bench, cfg: Config, only: Optional[set]) -> dict:
     want = (lambda s: only is None or s in only)
-    need_run = any(want(s) for s in ("send", "latency", "cost", "memory", "output"))
+    need_run = any(want(s) for s in ("send", "latency", "cost", "memory", "volume",
+                                     "output"))
     run = b.make_runs(1)[0][0] if need_run else ""
     results: dict = {}
     steps = [("send", lambda: scenario_send(b, cfg, run)),
              ("latency", lambda: scenario_latency(b, cfg, run)),
              ("waiters", lambda: scenario_waiters(b, cfg)),
              ("cost", lambda: scenario_cost(b, cfg, run)),
+             ("volume", lambda: scenario_volume(b, cfg, run)),
              ("output", lambda: scenario_output(b, cfg, run))]
     for name, fn in steps:
         if want(name) or (name in ("waiters", "cost") and want("memory")):
