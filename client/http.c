@@ -414,7 +414,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 		if (status >= 200) {
 			x->status = status;
 			curl_easy_getinfo(x->easy, CURLINFO_LOCAL_PORT, &x->lport);
-			if (!x->client->bounded)
+			if (!x->client->proto)
 				tc_conn_learn(x->client, x->easy);
 			if (x->ops->headers)
 				x->ops->headers(x, status);
@@ -938,6 +938,7 @@ static void loop_once(trigger_client *c)
 	}
 	collect_done(c);
 	run_timers(c);
+	tc_conn_apply(c);
 	if (c->warm)
 		tc_warm_update(c);
 }
@@ -1100,6 +1101,7 @@ static int client_loop_init(trigger_client *c)
 	/* As many streams per connection as the server allows (nginx: 128;
 	 * curl's own default is 100), so that fewer connections are needed. */
 	curl_multi_setopt(c->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, 256L);
+	tc_conn_init(c);
 	return 0;
 }
 

@@ -324,6 +324,7 @@ struct trigger_client {
 	size_t nkick;
 	unsigned long started;  /* transfers started, ever */
 	int running;            /* transfers curl has going */
+	int proto, proto_applied;       /* 1, 2: HTTP/1.1 or 2 seen (conn.c) */
 	int bounded;            /* HTTP/2 seen: connections capped */
 	struct tc_warm *warm;   /* conn.c; NULL unless keep_warm */
 	struct tc_link checks;  /* conn.c: trigger_client_check()s running */
@@ -342,9 +343,12 @@ void tc_warm_soon(trigger_client *c);
 void tc_conn_shutdown(trigger_client *c);
 void tc_conn_destroy(trigger_client *c);
 
-/* After a response's headers: once the server is seen to speak HTTP/2,
- * cap the connections (every transfer can share one). */
+/* The connection cap, at the start (over TLS); after a response's headers
+ * (inside curl's callback), which protocol the server speaks; then, from
+ * the loop, the cap kept (HTTP/2) or lifted (HTTP/1.1). */
+void tc_conn_init(trigger_client *c);
 void tc_conn_learn(trigger_client *c, CURL *e);
+void tc_conn_apply(trigger_client *c);
 
 /* Where an open, caught-up subscription of this client to the stream at
  * url stands: the next seq it will be sent (it has had every record

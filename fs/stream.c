@@ -220,7 +220,9 @@ static void attr_finish(struct tfs_waiter *w, int err)
 	s->attr_waiters--;
 	memset(&e, 0, sizeof(e));
 	tree_attr(tree_node(w->ino), &e.attr);
-	if (err == EINTR) {
+	/* Past the kernel's request timeout guard, the size known so far is
+	 * better than an error (stat(2) callers do not retry EINTR). */
+	if (err == EINTR && fuse_req_interrupted(w->req)) {
 		fuse_reply_err(w->req, EINTR);
 	} else if (w->answer == ANSWER_ENTRY) {
 		e.ino = w->ino;

@@ -478,6 +478,24 @@ def cost_deliver(b: Bench, m: Mount, run: str, n: int, r: int) -> dict:
         reader.stop()
 
 
+def consumer_view(b: Bench, m: Mount, run: str, n: int) -> dict:
+    """The cost of the consumer's view: `head -n N` of n records already
+    held, through input/S (one record per read, each taken) and through
+    log/S (reads as large as the kernel asks): wall and daemon CPU."""
+    stream = f"consumer-view-{n}"
+    b.run([b.prog("bench/bench-direct"), "send", str(b.records_file(n)), run, stream],
+          "view-direct-send", timeout=60 + n / 200)
+    size = os.stat(m.stream(run, stream, "log")).st_size      # caught up by the stat
+    out = {"records": n, "bytes": size}
+    for kind in ("log", "input"):
+        c0, t0 = m.cpu_s(), time.monotonic()
+        b.shell('head -n "$1" "$2" > /dev/null', [str(n), str(m.stream(run, stream, kind))],
+                f"view-{kind}", timeout=120 + n / 100)
+        out[f"{kind}_s"] = time.monotonic() - t0
+        out[f"{kind}_cpu_s"] = m.cpu_s() - c0
+    return out
+
+
 def cost_schedule(cfg: Config) -> list:
     """(size, repetition) in time order: the small sizes repeat (CPU time
     comes in 10 ms ticks) and their repetitions are spread evenly among the
@@ -504,6 +522,8 @@ def scenario_cost(b: Bench, cfg: Config, run: str) -> dict:
                 cpu[kind][n] = cpu[kind].get(n, 0.0) + c
             if n == max(cfg.cost_sizes):
                 out["retained"] = {k: res["deliver"][k] for k in ("log_bytes", "rss_growth")}
+        view = attempt(lambda: consumer_view(b, m, run, max(cfg.cost_sizes)))
+        out["consumer_view"] = view
     for kind in cpu:
         for n, total in cpu[kind].items():
             out[f"{kind}_us"][str(n)] = total / (n * out["repeats"][str(n)]) * 1e6
