@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 
 #define MAX_SECRET 65536
 #define OPEN_TIMEOUT 30.0
+#define DEFAULT_CACHE_MEM (16LL << 20)
 
 struct tfs tfs = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
@@ -42,6 +44,8 @@ static const struct fuse_opt option_spec[] = {
 	TFS_OPT("send_timeout=%s", send_timeout),
 	TFS_OPT("cafile=%s", cafile),
 	TFS_OPT("insecure_http", insecure_http),
+	TFS_OPT("cache_mem=%s", cache_mem),
+	TFS_OPT("cache_dir=%s", cache_dir),
 	FUSE_OPT_KEY("token=", KEY_SECRET_IN_ARGV),
 	FUSE_OPT_KEY("access_token=", KEY_SECRET_IN_ARGV),
 	FUSE_OPT_KEY("secret_key=", KEY_SECRET_IN_ARGV),
@@ -104,7 +108,11 @@ static void usage(const char *prog)
 	       "    -o send_timeout=DURATION  retry deadline of a send (default 30s)\n"
 	       "    -o cafile=PATH          trust the certificate authorities in PATH (PEM)\n"
 	       "                            instead of the system's (a private CA)\n"
-	       "    -o insecure_http        allow http:// to hosts other than loopback\n\n"
+	       "    -o insecure_http        allow http:// to hosts other than loopback\n"
+	       "    -o cache_mem=SIZE       record data kept in memory, all streams\n"
+	       "                            together (512K, 64M, 1G; default 16M)\n"
+	       "    -o cache_dir=DIR        where logs go past cache_mem, in a private\n"
+	       "                            directory removed at unmount (default /var/tmp)\n\n"
 	       "Credentials come from the files above, else from TRIGGER_ACCESS_TOKEN,\n"
 	       "else TRIGGER_SECRET_KEY; never from the command line.\n\n", prog);
 }
@@ -130,6 +138,35 @@ static double parse_duration(const char *s)
 	if (!strcmp(end, "d"))
 		return v * 86400;
 	return -1;
+}
+
+/* "16M", "512K", "1G" (powers of 1024, an optional "iB" or "B"), or
+ * plain bytes; -1 when malformed. */
+static long long parse_size(const char *s)
+{
+	static const char units[] = "KMGT";
+	char *end;
+	long long v;
+
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno || end == s || v < 0)
+		return -1;
+	const char *u = *end ? strchr(units, *end) : NULL;
+
+	if (u) {
+		for (int i = 0; i <= u - units; i++) {
+			if (v > LLONG_MAX / 1024)
+				return -1;
+			v *= 1024;
+		}
+		end++;
+		if (!strcmp(end, "iB"))
+			end += 2;
+	}
+	if (!strcmp(end, "B"))
+		end++;
+	return *end ? -1 : v;
 }
 
 static char *trim(char *s)
@@ -233,7 +270,7 @@ static trigger_cred *load_cred(const struct tfs_options *o)
 		char when[64];
 
 		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", gmtime(&t));
-		fprintf(stderr, "triggerfs: the access token expired at %s; get a new one\n", when);
+		fprintf(stderr, "triggerfs: the access token expired at %s; get a new one (nothing mounted)\n", when);
 		trigger_cred_free(cred);
 		return NULL;
 	}
@@ -332,6 +369,12 @@ static trigger_client *client_new(const struct tfs_options *o, double send_to,
 	return c;
 }
 
+static void cache_warn(int err, const char *what)
+{
+	tfs_log(LOG_ERR, "%s %s: %s; that stream's log stays in memory, over cache_mem",
+		what, cachedir_path(), strerror(err));
+}
+
 /* The daemon works from "/": the CA file's path must not be relative. */
 static int cafile_absolute(struct tfs_options *o)
 {
@@ -357,7 +400,7 @@ static int check_tls(trigger_client *c)
 	struct trigger_sync s;
 	trigger_code code;
 
-	if (strncmp(url, "https://", 8))
+	if (strncmp(url, "https://", 8) != 0)
 		return 0;
 	trigger_sync_init(&s);
 	code = trigger_sync_wait(&s, trigger_client_check(c, trigger_sync_done, &s));
@@ -369,6 +412,31 @@ static int check_tls(trigger_client *c)
 	return code == TRIGGER_E_TLS ? -1 : 0;
 }
 
+/* One request now: a credential the API rejects (a wrong key, a token not
+ * signed by the environment's key) is refused before mounting, with one
+ * line, rather than an empty runs/ and EACCES everywhere.  A scope that
+ * does not allow the question, or a server not up yet, is no reason. */
+static int check_cred(trigger_client *c)
+{
+	struct trigger_sync s;
+	trigger_code code;
+	char why[320];
+
+	trigger_sync_init(&s);
+	code = trigger_sync_wait(&s, trigger_runs_list(c, NULL, 1, NULL,
+						       trigger_sync_done, &s));
+	if (code == TRIGGER_E_UNAUTHORIZED || code == TRIGGER_E_EXPIRED) {
+		struct trigger_result res = { .code = code, .status = s.status };
+
+		snprintf(res.error, sizeof(res.error), "%s", s.error);
+		fprintf(stderr, "triggerfs: the API rejects the %s: %s; nothing mounted\n",
+			trigger_cred_is_secret(tfs.cred) ? "secret key" : "access token",
+			trigger_result_text(&res, why, sizeof(why)));
+	}
+	trigger_sync_clear(&s);
+	return code == TRIGGER_E_UNAUTHORIZED || code == TRIGGER_E_EXPIRED ? -1 : 0;
+}
+
 static int configure(struct tfs_options *o, double *send_to)
 {
 	if (o->timeout && (tfs.read_timeout = parse_duration(o->timeout)) < 0) {
@@ -378,6 +446,11 @@ static int configure(struct tfs_options *o, double *send_to)
 	*send_to = o->send_timeout ? parse_duration(o->send_timeout) : 30;
 	if (*send_to <= 0) {
 		fprintf(stderr, "triggerfs: bad send_timeout=%s (use 30s, 5m)\n", o->send_timeout);
+		return -1;
+	}
+	tfs.cache_mem = o->cache_mem ? parse_size(o->cache_mem) : DEFAULT_CACHE_MEM;
+	if (tfs.cache_mem < 0) {
+		fprintf(stderr, "triggerfs: bad cache_mem=%s (use 512K, 64M, 1G)\n", o->cache_mem);
 		return -1;
 	}
 	tfs.park_limit = kernel_park_limit();
@@ -394,6 +467,11 @@ static int configure(struct tfs_options *o, double *send_to)
 		return -1;
 	if (o->cafile && cafile_absolute(o))
 		return -1;
+	int cache_fd = cachedir_open(o->cache_dir);
+
+	if (cache_fd < 0)
+		return -1;
+	logstore_configure(cache_fd, (size_t)tfs.cache_mem, cache_warn);
 	/* Check the URL now, while errors still reach the terminal; the real
 	 * client (and its thread) is made after daemonising. */
 	trigger_client *probe = client_new(o, *send_to, 0);
@@ -402,6 +480,8 @@ static int configure(struct tfs_options *o, double *send_to)
 	if (!probe)
 		return -1;
 	rc = check_tls(probe);
+	if (!rc)
+		rc = check_cred(probe);
 	trigger_client_free(probe);
 	return rc;
 }
@@ -441,8 +521,10 @@ static void make_tree(void)
 	fuse_ino_t root = tree_new_node(NODE_ROOT, NULL, NULL);
 	fuse_ino_t runs = tree_new_node(NODE_RUNS, NULL, NULL);
 	fuse_ino_t stats = tree_new_node(NODE_STATS, NULL, NULL);
+	fuse_ino_t wps = tree_new_node(NODE_WAITPOINTS, NULL, NULL);
 
-	if (root != TFS_ROOT_INO || runs != TFS_RUNS_INO || stats != TFS_STATS_INO)
+	if (root != TFS_ROOT_INO || runs != TFS_RUNS_INO ||
+	    stats != TFS_STATS_INO || wps != TFS_WAITPOINTS_INO)
 		abort();
 }
 
@@ -488,6 +570,12 @@ int main(int argc, char *argv[])
 	double send_to = 30;
 	int ret = 1;
 
+	/* A daemon that lives for weeks: blocks of 64 KiB and more (the logs'
+	 * full chunks, reads copied from the cache directory) come from the
+	 * kernel and go back to it when freed.  glibc's default would raise
+	 * that threshold as such blocks are freed and keep them in one arena
+	 * per thread, a few MiB each, for good. */
+	mallopt(M_MMAP_THRESHOLD, 64 * 1024);
 	memset(&o, 0, sizeof(o));
 	memset(&fo, 0, sizeof(fo));
 	if (fuse_opt_parse(&args, &o, option_spec, option_proc) != 0 ||
@@ -521,12 +609,15 @@ int main(int argc, char *argv[])
 	if (fuse_set_signal_handlers(tfs.se) == 0) {
 		if (fuse_session_mount(tfs.se, fo.mountpoint) == 0) {
 			ret = serve(&fo, &o, send_to);
-			fuse_session_unmount(tfs.se);
+			/* After a lazy unmount, fusermount would only complain. */
+			if (!tfs.unmounted)
+				fuse_session_unmount(tfs.se);
 		}
 		fuse_remove_signal_handlers(tfs.se);
 	}
 	fuse_session_destroy(tfs.se);
 out:
+	cachedir_close();
 	if (tfs.cred)
 		trigger_cred_free(tfs.cred);
 	free(fo.mountpoint);
@@ -537,6 +628,8 @@ out:
 	free(o.secret_key_file);
 	free(o.timeout);
 	free(o.send_timeout);
+	free(o.cache_mem);
+	free(o.cache_dir);
 	free(o.cafile);
 	fuse_opt_free_args(&args);
 	return ret;

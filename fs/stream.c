@@ -26,41 +26,52 @@ static void sub_stop(struct tfs_stream *s);
 
 static void log_append(struct tfs_stream *s, const char *json, size_t len)
 {
-	size_t need = s->len + len + 1;
-
-	if (need > s->cap) {
-		size_t cap = s->cap ? s->cap : 4096;
-
-		while (cap < need)
-			cap *= 2;
-		s->data = xrealloc(s->data, cap);
-		s->cap = cap;
-	}
-	memcpy(s->data + s->len, json, len);
-	s->data[s->len + len] = '\n';
-	s->len = need;
-	s->nrecords++;
+	logstore_append_record(s->log, json, len);
 	s->mtime = time(NULL);
 }
 
 static size_t log_size(const struct tfs_stream *s)
 {
-	return s->len;
+	return (size_t)logstore_size(s->log);
 }
 
-/* The bytes from off that are contiguous in memory. */
-static size_t log_span(const struct tfs_stream *s, size_t off, const char **p)
+/* Answer with n bytes of the log at off: straight from memory when they
+ * are contiguous there, else copied (from the cache directory, or across
+ * chunks). */
+static void log_reply(fuse_req_t req, struct tfs_stream *s, size_t off,
+		      size_t n)
 {
-	*p = s->data + off;
-	return off < s->len ? s->len - off : 0;
+	const char *p;
+
+	if (logstore_span(s->log, off, &p) >= n) {
+		fuse_reply_buf(req, p, n);
+		return;
+	}
+	char *buf = xmalloc(n);
+	ssize_t got = logstore_read(s->log, off, buf, n);
+
+	if (got == (ssize_t)n) {
+		fuse_reply_buf(req, buf, n);
+	} else {
+		tfs_log(LOG_ERR, "run %s stream %s: cannot read the log back from the cache directory: %s",
+			s->run->id, s->name, got < 0 ? strerror(errno) : "short read");
+		fuse_reply_err(req, EIO);
+	}
+	free(buf);
 }
 
-/* Just past the '\n' of the record holding byte off. */
-static size_t log_record_end(const struct tfs_stream *s, size_t off)
+/* Just past the '\n' of the record holding byte off; 0 when the cache
+ * directory cannot be read (logged). */
+static size_t log_record_end(struct tfs_stream *s, size_t off)
 {
-	const char *nl = memchr(s->data + off, '\n', s->len - off);
+	int64_t end = logstore_record_end(s->log, off);
 
-	return nl ? (size_t)(nl - s->data) + 1 : s->len;
+	if (end < 0) {
+		tfs_log(LOG_ERR, "run %s stream %s: cannot read the log back from the cache directory: %s",
+			s->run->id, s->name, strerror(errno));
+		return 0;
+	}
+	return (size_t)end;
 }
 
 /* Called with tfs.lock held. */
@@ -92,43 +103,48 @@ static size_t short_of_full(size_t n, size_t size, bool at_end)
 static void reply_log(fuse_req_t req, struct tfs_handle *h, size_t size,
 		      off_t off)
 {
-	const char *p;
-	size_t n = log_span(h->stream, off, &p);
+	size_t n = log_size(h->stream) - (size_t)off;
 
 	if (n > size)
 		n = size;
+	/* output/S blocks at its end, as input/S does (log/S never does). */
+	if (h->kind == NODE_OUTPUT)
+		n = short_of_full(n, size, (size_t)off + n == log_size(h->stream));
 	h->pos = off + n;
-	fuse_reply_buf(req, p, n);
+	log_reply(req, h->stream, (size_t)off, n);
 }
 
 /* input/S: the rest of this descriptor's record, else the mount's next
- * record (taken: no other reader gets it).  False when none is left. */
-static bool take_record(struct tfs_handle *h)
+ * record (taken: no other reader gets it).  0 when none is left, -EIO
+ * when the cache directory fails. */
+static int take_record(struct tfs_handle *h)
 {
 	struct tfs_stream *s = h->stream;
 
 	if (h->rec_off < h->rec_end)
-		return true;
+		return 1;
 	if (s->consumed >= log_size(s))
-		return false;
+		return 0;
+	size_t end = log_record_end(s, s->consumed);
+
+	if (!end)
+		return -EIO;
 	h->rec_off = s->consumed;
-	h->rec_end = log_record_end(s, s->consumed);
-	s->consumed = h->rec_end;
-	return true;
+	h->rec_end = end;
+	s->consumed = end;
+	return 1;
 }
 
 /* One read returns bytes of one record only. */
 static void reply_record(fuse_req_t req, struct tfs_handle *h, size_t size)
 {
-	const char *p;
-	size_t n = h->rec_end - h->rec_off;
+	size_t off = h->rec_off, n = h->rec_end - off;
 
 	if (n > size)
 		n = size;
-	n = short_of_full(n, size, h->rec_off + n == h->rec_end);
-	log_span(h->stream, h->rec_off, &p);
+	n = short_of_full(n, size, off + n == h->rec_end);
 	h->rec_off += n;
-	fuse_reply_buf(req, p, n);
+	log_reply(req, h->stream, off, n);
 }
 
 static bool has_data(const struct tfs_handle *h, off_t off)
@@ -146,7 +162,11 @@ static bool read_answer(fuse_req_t req, struct tfs_handle *h, size_t size,
 {
 	struct tfs_stream *s = h->stream;
 
-	if (h->kind == NODE_INPUT && take_record(h)) {
+	int took = h->kind == NODE_INPUT ? take_record(h) : 0;
+
+	if (took < 0) {
+		fuse_reply_err(req, -took);
+	} else if (took) {
 		reply_record(req, h, size);
 	} else if (h->kind != NODE_INPUT && (size_t)off < log_size(s)) {
 		reply_log(req, h, size, off);
@@ -171,6 +191,7 @@ struct tfs_handle *stream_new_handle(enum node_kind kind, struct tfs_stream *s)
 	struct tfs_handle *h = xcalloc(1, sizeof(*h));
 	h->kind = kind;
 	h->stream = s;
+	h->sink = s ? &s->sink : NULL;
 	jsonline_init(&h->ws.jl);
 	list_init(&h->pnode);
 	list_add_tail(&tfs.handles, &h->hnode);
@@ -199,7 +220,9 @@ static void attr_finish(struct tfs_waiter *w, int err)
 	s->attr_waiters--;
 	memset(&e, 0, sizeof(e));
 	tree_attr(tree_node(w->ino), &e.attr);
-	if (err == EINTR) {
+	/* Past the kernel's request timeout guard, the size known so far is
+	 * better than an error (stat(2) callers do not retry EINTR). */
+	if (err == EINTR && fuse_req_interrupted(w->req)) {
 		fuse_reply_err(w->req, EINTR);
 	} else if (w->answer == ANSWER_ENTRY) {
 		e.ino = w->ino;
@@ -330,7 +353,7 @@ static void on_interrupt(fuse_req_t req, void *data)
 	pthread_mutex_unlock(&tfs.lock);
 }
 
-static double park_timeout(enum waiter_kind kind, int *err)
+double stream_park_timeout(enum waiter_kind kind, int *err)
 {
 	double t = kind == WAIT_READ ? tfs.read_timeout : tfs.open_timeout;
 
@@ -345,7 +368,7 @@ static double park_timeout(enum waiter_kind kind, int *err)
 
 static void park(struct tfs_waiter *w)
 {
-	double t = park_timeout(w->kind, &(int){0});
+	double t = stream_park_timeout(w->kind, &(int){0});
 
 	w->deadline = t > 0 ? tfs_now() + t : 0;
 	list_add_tail(&w->stream->waiters, &w->snode);
@@ -559,8 +582,10 @@ void stream_free_all_handles(void)
 		struct tfs_handle *h = list_entry(tfs.handles.next,
 						  struct tfs_handle, hnode);
 
-		if (h->kind != NODE_STATS)
+		if (h->stream)
 			stream_release(h);
+		else if (h->wp)
+			waitpoint_release(h);
 		handle_free(h);
 	}
 	pthread_mutex_unlock(&tfs.lock);
@@ -599,6 +624,23 @@ static void sub_failed(struct tfs_stream *s, const struct trigger_result *res)
 	notify_pollers(s);
 }
 
+/* One line when the connection is lost, not one per attempt: the next
+ * says when it is back. */
+static void sub_lost(struct tfs_subctx *ctx, const struct trigger_result *res)
+{
+	char why[320] = "";
+
+	ctx->retries++;
+	if (ctx->lost_at)
+		return;
+	ctx->lost_at = tfs_now();
+	if (res)
+		trigger_result_text(res, why, sizeof(why));
+	tfs_log(LOG_WARNING, "run %s stream %s: connection lost (%s); reconnecting (one line when it is back)",
+		ctx->stream->run->id, ctx->stream->name,
+		why[0] ? why : "no reason given");
+}
+
 static void on_event(void *arg, enum trigger_sub_event ev,
 		     const struct trigger_result *res)
 {
@@ -617,13 +659,16 @@ static void on_event(void *arg, enum trigger_sub_event ev,
 		break;
 	case TRIGGER_SUB_RECONNECTING:
 		if (ctx->active)
-			tfs_log(LOG_WARNING, "run %s stream %s: connection lost (%s), reconnecting",
-				s->run->id, s->name, res ? res->error : "");
+			sub_lost(ctx, res);
 		break;
 	case TRIGGER_SUB_CONNECTED:
-		if (ctx->active)
-			tfs_log(LOG_INFO, "run %s stream %s: reconnected",
-				s->run->id, s->name);
+		if (ctx->active && ctx->lost_at) {
+			tfs_log(LOG_INFO, "run %s stream %s: connection back after %.1f s and %u retries",
+				s->run->id, s->name, tfs_now() - ctx->lost_at,
+				ctx->retries);
+			ctx->lost_at = 0;
+			ctx->retries = 0;
+		}
 		break;
 	case TRIGGER_SUB_FAILED:
 		if (ctx->active) {
@@ -658,8 +703,9 @@ static void sub_start(struct tfs_stream *s)
 	ctx->active = true;
 	s->caught_up = false;
 	s->sub_error = TRIGGER_OK;
-	ctx->sub = trigger_subscribe(tfs.client, s->run->id, s->name,
-				     s->last_seq, &sub_callbacks, ctx);
+	ctx->sub = (s->output ? trigger_subscribe_output : trigger_subscribe)(
+		tfs.client, s->run->id, s->name, s->last_seq, &sub_callbacks,
+		ctx);
 	if (!ctx->sub) {
 		int64_t exp = trigger_cred_exp(tfs.cred);
 
@@ -703,7 +749,7 @@ void stream_expire(double now)
 	for (int kind = 0; kind < 2; kind++) {
 		int err;
 
-		park_timeout(kind, &err);
+		stream_park_timeout(kind, &err);
 		while (!list_empty(&tfs.deadlines[kind])) {
 			struct tfs_waiter *w = list_entry(tfs.deadlines[kind].next,
 							  struct tfs_waiter, dnode);
@@ -733,5 +779,6 @@ void stream_shutdown(void)
 	pthread_mutex_lock(&tfs.lock);
 	tfs.shutting_down = true;
 	tree_for_each_run(shutdown_run, NULL);
+	waitpoints_shutdown();
 	pthread_mutex_unlock(&tfs.lock);
 }

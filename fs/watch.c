@@ -76,11 +76,13 @@ static void tick(unsigned n)
 	pthread_mutex_lock(&tfs.lock);
 	stream_expire(tfs_now());
 	runs_poll_waited();
+	waitpoints_tick(tfs_now());
 	pthread_mutex_unlock(&tfs.lock);
 
 	if (n % MOUNT_CHECK_EVERY == 0 && *mount_dev && !still_mounted()) {
 		tfs_log(LOG_INFO, "%s was unmounted; stopping", tfs.mountpoint);
 		*mount_dev = '\0';
+		tfs.unmounted = true;   /* nothing left to unmount */
 		kill(getpid(), SIGTERM);
 	}
 }

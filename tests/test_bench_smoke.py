@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -69,6 +70,28 @@ def test_bench_quick_send_reports_every_way(tmp_path: Path) -> None:
     assert doc["table"] in r.stdout
 
 
+def test_bench_volume_reports_rss_after_the_volume(tmp_path: Path) -> None:
+    """The volume scenario, 16 MiB instead of 1 GiB: every stream's log
+    complete, the daemon's RSS and the cache's numbers reported, the
+    target judged."""
+    report = tmp_path / "bench.json"
+    r = run_bench(["--only", "volume", "--ways", "triggerfs", "--volume-mib", "16",
+                   "--json", str(report)], timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(report.read_text())
+    assert doc["errors"] == []
+    vol = doc["results"]["volume"]
+    assert vol["bytes"] >= 16 << 20 and vol["streams"] == 100
+    assert vol["cache_mem"] == 16 << 20 and vol["mem_bytes"] <= vol["cache_mem"]
+    assert vol["mem_bytes"] + vol["disk_bytes"] >= vol["bytes"]
+    for key in ("rss_before", "rss_after", "max_rss", "seconds"):
+        assert positive(vol[key]), (key, vol)
+    (t,) = [t for t in doc["targets"] if t["target"].startswith("volume:")]
+    assert t["met"] in (True, False) and "MiB after" in t["measured"]
+    assert re.search(r"^6 volume: [\d,]+ MiB through 100 followed streams", r.stdout, re.M)
+
+
 def test_bench_rejects_unknown_scenario() -> None:
     r = run_bench(["--only", "nonsense"], timeout=30)
     assert r.returncode == 2 and "unknown nonsense" in r.stderr
+

@@ -134,3 +134,31 @@ def test_server_down_is_eio_within_the_send_deadline(make_server, mount_factory)
     assert b"Input/output error" in r.stderr, r.stderr
     assert elapsed < 2 + 2 * SLACK, elapsed
     one_log_line(m, rf"run {run} stream chat: send failed", start)
+
+
+def test_a_lost_connection_is_one_line_and_its_return_another(make_server, mount_factory):
+    """While the server is down the subscription retries many times; the
+    log says so once, and once more when it is back (how long, how many
+    retries), and the reader then gets the record."""
+    from mount_ctl import Lines, kill_group, spawn_sh
+    srv = make_server()
+    run, _ = srv.trigger_run()
+    m = mount_factory(api_url=srv.url, key=srv.secret_key)
+    proc = spawn_sh('exec cat "$S"', env={"S": m.input(run, "chat")})
+    try:
+        m.wait_parked(1)
+        start = len(m.log_lines())
+        srv.stop()
+        m.wait_log(rf"run {run} stream chat: connection lost", start=start)
+        time.sleep(6)        # the outage: several reconnection attempts
+        srv.start()
+        back = m.wait_log(rf"run {run} stream chat: connection back after ([\d.]+) s and (\d+) retries",
+                          timeout=30 * SLACK, start=start)
+        assert float(back.group(1)) >= 5 and int(back.group(2)) >= 2, back.string
+        lost = m.log_matching(r"connection lost", start)
+        assert len(lost) == 1, lost
+        assert "HTTP 0" not in "\n".join(m.log_lines()[start:])
+        srv.send(run, "chat", "after")
+        assert Lines(proc.stdout.fileno()).next()[0] == '"after"'
+    finally:
+        kill_group(proc)

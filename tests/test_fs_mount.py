@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 import time
 
@@ -57,6 +58,8 @@ def test_lazy_unmount_with_readers_blocked(mount_factory, run):
         for rc, err in results:
             assert rc == 1 and "cat:" in err, (rc, err)
         assert m.wait_exit() == 0
+        # No libfuse complaint about a mount that is already gone.
+        assert not [l for l in m.log_lines() if not l.startswith("triggerfs: ")], m.stderr()
     finally:
         for p in procs:
             kill_group(p)
@@ -81,7 +84,7 @@ def test_runs_lists_live_runs_with_a_secret_key(mount, server, run):
     names = os.listdir(mount.path("runs"))
     assert run in names
     assert finished not in names
-    assert os.listdir(mount.path()) == ["runs"]     # .triggerfs-stats is hidden
+    assert sorted(os.listdir(mount.path())) == ["runs", "waitpoints"]  # .triggerfs-stats is hidden
     # A run used through the mount is listed, finished or not.
     os.stat(mount.path("runs", finished))
     assert finished in os.listdir(mount.path("runs"))
@@ -96,7 +99,7 @@ def test_runs_lists_the_runs_in_scope_with_a_token(mount_factory, server, run):
 
 def test_input_lists_streams_used(mount, server, run):
     base = mount.path("runs", run)
-    assert sorted(os.listdir(base)) == ["input", "log"]
+    assert sorted(os.listdir(base)) == ["input", "log", "output", "status"]
     assert os.listdir(os.path.join(base, "input")) == []
     r = sh('echo 1 > "$B/input/alpha" && cat "$B/log/beta"', env={"B": base})
     assert r.returncode == 0, r.stderr
@@ -152,12 +155,32 @@ def test_key_file_readable_by_others_is_refused(mount_factory, server):
     # The same file with mode 0600 mounts.
     os.chmod(path, 0o600)
     ok = mount_factory(key=None, options=[f"secret_key_file={path}"])
-    assert os.listdir(ok.path()) == ["runs"]
+    assert sorted(os.listdir(ok.path())) == ["runs", "waitpoints"]
 
 
 def test_expired_token_is_refused(mount_factory, server, run):
     token = server.mint([f"read:runs:{run}"], exp_in=-60)
     refused(mount_factory(token=token, start=False), "expired", secret=token)
+
+
+def test_expired_token_is_refused_with_its_expiry_as_a_date(mount_factory, server, run):
+    token = server.mint([f"read:runs:{run}"], exp_in=-3600)
+    line = refused(mount_factory(token=token, start=False), "expired at", "UTC", secret=token)
+    assert re.search(r"expired at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", line), line
+
+
+def test_wrong_secret_key_is_refused_before_mounting(mount_factory, server):
+    bad = "tr_dev_" + "x" * 20
+    line = refused(mount_factory(key=bad, start=False), "rejects the secret key",
+                   "nothing mounted", secret=bad)
+    assert "HTTP 401" in line, line
+
+
+def test_token_signed_with_another_key_is_refused_before_mounting(mount_factory, server, run):
+    token = server.mint(["read:runs", "write:inputStreams"], key="tr_dev_" + "y" * 20)
+    line = refused(mount_factory(token=token, start=False), "rejects the access token",
+                   secret=token)
+    assert "HTTP 401" in line, line
 
 
 def test_credential_on_the_command_line_is_refused(mount_factory):
@@ -176,3 +199,26 @@ def test_daemon_keeps_secrets_out_of_its_environment_and_argv(mount, server):
         assert server.secret_key.encode() not in f.read()
     with open(f"/proc/{pid}/environ", "rb") as f:
         assert server.secret_key.encode() not in f.read()
+
+
+def test_editing_the_tree_is_eperm_with_a_log_line(mount, server, run):
+    inp = mount.input(run, "chat")
+    env = {"M": mount.mnt, "S": inp, "R": mount.path("runs", run)}
+    edits = {
+        "mkdir": 'mkdir "$M/mine"',
+        "touch": 'touch "$M/newfile"',
+        "rm": 'rm -f "$S"',
+        "mv": 'mv "$S" "$S.old"',
+        "rmdir": 'rmdir "$R/log"',
+        "ln -s": 'ln -s /tmp "$M/link"',
+    }
+    for what, script in edits.items():
+        start = len(mount.log_lines())
+        r = sh(script, env=env)
+        assert r.returncode != 0, what
+        assert b"Operation not permitted" in r.stderr, (what, r.stderr)
+        line = mount.wait_log(r"refused: the tree is the API's", start=start)
+        assert line, what
+    # touch of an existing stream is accepted (times are ignored).
+    assert sh('touch "$S"', env=env).returncode == 0
+    assert server.records(run, "chat") == []
