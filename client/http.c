@@ -426,6 +426,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 	} else {
 		tc_answer_header(&x->ans, p, len);
 	}
+	if (x->ops->header_line && len > 2 && memcmp(p, "HTTP/", 5) != 0)
+		x->ops->header_line(x, p, len);
 	return len;
 }
 
@@ -542,6 +544,8 @@ static void easy_setup(trigger_client *c, struct tc_xfer *x, CURL *e,
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+	if (s->method)
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, s->method);
 	if (s->head)
 		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
 	if (!s->post)
@@ -947,6 +951,7 @@ static void loop_shutdown(trigger_client *c)
 		run_commands(c);
 		tc_sub_shutdown(c);
 		tc_api_shutdown(c);
+		tc_output_shutdown(c);
 		tc_conn_shutdown(c);
 		pthread_mutex_lock(&c->lock);
 		if (!c->qhead) {
@@ -1124,6 +1129,7 @@ static void client_destroy(trigger_client *c)
 	if (c->epfd >= 0)
 		close(c->epfd);
 	tc_api_destroy(c);
+	tc_output_destroy(c);
 	tc_conn_destroy(c);
 	pthread_mutex_destroy(&c->lock);
 	free(c->heap);
