@@ -10,8 +10,12 @@
  *
  *   send FILE RUN STREAM...       each stream gets every line of FILE,
  *                                 sequentially; the streams in parallel
+ *   output-send FILE RUN STREAM   every line of FILE appended to the
+ *                                 run's output stream, all submitted at
+ *                                 once (the client batches them)
  *   latency RUN STREAM N          N round trips: send one record, wait
  *                                 until the subscription has it
+ *   output-latency RUN STREAM N   the same on the run's output stream
  *   runs N                        trigger N runs, print their ids
  *   waiters RUNS K R PREFIX       subscribe to streams PREFIX0..K-1 of
  *                                 every run in file RUNS, R waiters each;
@@ -161,6 +165,28 @@ static int cmd_send(trigger_client *c, int argc, char **argv)
 	return 0;
 }
 
+/* ---- output-send: every line appended at once ---------------------------- */
+
+static int cmd_output_send(trigger_client *c, char **argv)
+{
+	size_t n;
+	char **lines = bench_read_lines(argv[0], &n);
+	struct latch latch;
+	double cpu0 = bench_cpu_s();
+	int64_t t0 = bench_now_ns();
+
+	latch_init(&latch, (long)n);
+	for (size_t i = 0; i < n; i++)
+		queued_or_die(trigger_output_append(c, argv[1], argv[2], lines[i],
+						    strlen(lines[i]), i == 0,
+						    count_done, &latch), "append");
+	latch_wait(&latch, "output-send");
+	printf("{\"records\":%zu,\"seconds\":%.6f,\"cpu_s\":%.6f}\n", n,
+	       (double)(bench_now_ns() - t0) / 1e9, bench_cpu_s() - cpu0);
+	bench_free_lines(lines, n);
+	return 0;
+}
+
 /* ---- latency: one record at a time, send to subscription callback ------ */
 
 struct roundtrip {
@@ -238,13 +264,16 @@ static int64_t rt_wait(struct roundtrip *rt, long long want)
 	return at;
 }
 
-static int cmd_latency(trigger_client *c, char **argv)
+/* On an input stream (send, subscribe) or an output stream (append,
+ * subscribe to the output). */
+static int cmd_latency(trigger_client *c, char **argv, int output)
 {
 	static const struct trigger_sub_callbacks cb = { rt_record, rt_event };
 	struct roundtrip rt = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
 				0, 0, 0, 0, 0, 0, TRIGGER_OK };
 	long n = strtol(argv[2], NULL, 10);
-	trigger_sub *sub = trigger_subscribe(c, argv[0], argv[1], -1, &cb, &rt);
+	trigger_sub *sub = (output ? trigger_subscribe_output : trigger_subscribe)(
+		c, argv[0], argv[1], -1, &cb, &rt);
 	long long base;
 	char rec[64];
 
@@ -257,8 +286,10 @@ static int cmd_latency(trigger_client *c, char **argv)
 		int len = snprintf(rec, sizeof(rec), "{\"i\":%ld,\"via\":\"direct\"}", i);
 		int64_t t0 = bench_now_ns();
 
-		queued_or_die(trigger_send(c, argv[0], argv[1], rec, (size_t)len,
-					   rt_sent, &rt), "send");
+		queued_or_die(output ? trigger_output_append(c, argv[0], argv[1], rec,
+							     (size_t)len, 0, rt_sent, &rt)
+				     : trigger_send(c, argv[0], argv[1], rec, (size_t)len,
+						    rt_sent, &rt), "send");
 		printf("%s%lld", i ? "," : "",
 		       (long long)(rt_wait(&rt, base + i + 1) - t0));
 	}
@@ -436,6 +467,7 @@ static int usage(void)
 {
 	fputs("usage: bench-direct send FILE RUN STREAM... | latency RUN STREAM N"
 	      " | runs N\n"
+	      "       | output-send FILE RUN STREAM | output-latency RUN STREAM N\n"
 	      "       | waiters RUNSFILE K R PREFIX | release RUNSFILE K PREFIX\n",
 	      stderr);
 	return EX_USAGE;
@@ -450,6 +482,8 @@ int main(int argc, char **argv)
 	argv += 2;
 	if (!((!strcmp(cmd, "send") && argc >= 3) ||
 	      (!strcmp(cmd, "latency") && argc == 3) ||
+	      (!strcmp(cmd, "output-latency") && argc == 3) ||
+	      (!strcmp(cmd, "output-send") && argc == 3) ||
 	      (!strcmp(cmd, "runs") && argc == 1) ||
 	      (!strcmp(cmd, "waiters") && argc == 4) ||
 	      (!strcmp(cmd, "release") && argc == 3)))
@@ -459,8 +493,10 @@ int main(int argc, char **argv)
 
 	if (!strcmp(cmd, "send"))
 		rc = cmd_send(c, argc, argv);
-	else if (!strcmp(cmd, "latency"))
-		rc = cmd_latency(c, argv);
+	else if (!strcmp(cmd, "latency") || !strcmp(cmd, "output-latency"))
+		rc = cmd_latency(c, argv, !strcmp(cmd, "output-latency"));
+	else if (!strcmp(cmd, "output-send"))
+		rc = cmd_output_send(c, argv);
 	else if (!strcmp(cmd, "runs"))
 		rc = cmd_runs(c, argv);
 	else if (!strcmp(cmd, "waiters"))

@@ -48,8 +48,11 @@ static void *reader_main(void *arg)
 	ssize_t n = -1;
 	int fd = open(r->path, O_RDONLY);
 
+	/* A read parked past the kernel's FUSE request timeout is answered
+	 * EINTR, to be retried as libc and shells do. */
 	if (fd >= 0)
-		n = read(fd, buf, sizeof(buf));
+		while ((n = read(fd, buf, sizeof(buf))) < 0 && errno == EINTR)
+			;
 	r->done_ns = bench_now_ns();
 	r->err = n > 0 ? 0 : n == 0 ? EIO : errno;
 	pthread_mutex_lock(&gate.lock);

@@ -13,9 +13,11 @@
  * send twice), and the public request functions, which build everything
  * on the caller's thread.
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cred.h"
 #include "http.h"
@@ -74,6 +76,9 @@ struct tc_req {
 	int is_trigger;
 	int64_t not_found_since;        /* first 404 with x-should-retry */
 	int64_t wait_cap;               /* waits stretch the deadline to this */
+	const char *method;             /* "PUT", or NULL */
+	const char *hdr_prefix;         /* response headers to pass on */
+	json_t *hdrs;                   /* those headers, lowercased names */
 	char *url, *body;
 	size_t body_len;
 	char *scopes[2];
@@ -865,6 +870,7 @@ static void req_free(trigger_client *c, struct tc_req *r)
 	free(r->resp);
 	free(r->run);
 	free(r->name);
+	json_decref(r->hdrs);
 	free(r);
 }
 
@@ -910,6 +916,32 @@ static int req_data(struct tc_xfer *x, const char *buf, size_t len)
 	memcpy(r->resp + r->resp_len, buf, len);
 	r->resp_len += len;
 	return 0;
+}
+
+/* Keeps the response headers that start with the request's prefix. */
+static void req_header(struct tc_xfer *x, const char *line, size_t len)
+{
+	struct tc_req *r = tc_container_of(x, struct tc_req, xfer);
+	const char *colon = memchr(line, ':', len);
+	size_t plen = r->hdr_prefix ? strlen(r->hdr_prefix) : 0;
+	char name[128];
+
+	if (!plen || !colon || (size_t)(colon - line) >= sizeof(name) ||
+	    (size_t)(colon - line) < plen ||
+	    strncasecmp(line, r->hdr_prefix, plen) != 0)
+		return;
+	for (size_t i = 0; i < (size_t)(colon - line); i++)
+		name[i] = (char)tolower((unsigned char)line[i]);
+	name[colon - line] = '\0';
+	const char *v = colon + 1, *end = line + len;
+
+	while (v < end && (*v == ' ' || *v == '\t'))
+		v++;
+	while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+		end--;
+	if (!r->hdrs)
+		r->hdrs = json_object();
+	json_object_set_new(r->hdrs, name, json_stringn(v, (size_t)(end - v)));
 }
 
 /* Try again at now + delay; waiting is the server's word (a rate limit,
@@ -978,6 +1010,7 @@ static void req_xfer_done(struct tc_xfer *x, CURLcode rc)
 	json_t *body;
 
 	tc_result_fill(&res, x, rc, r->resp, r->resp_len, &body);
+	res.headers = r->hdrs;
 	if (r->overflow) {
 		res.status = x->status;
 		tc_result_set(&res, TRIGGER_E_PROTOCOL, "answer over %zu bytes "
@@ -1015,6 +1048,7 @@ static void req_xfer_done(struct tc_xfer *x, CURLcode rc)
 }
 
 static const struct tc_xfer_ops req_ops = {
+	.header_line = req_header,
 	.data = req_data,
 	.done = req_xfer_done,
 };
@@ -1024,7 +1058,7 @@ static void req_attempt(struct tc_req *r)
 	trigger_client *c = r->c;
 	struct tc_xfer_spec s = {
 		.url = r->url, .post = r->post, .once = r->is_send,
-		.body = r->body, .body_len = r->body_len,
+		.body = r->body, .body_len = r->body_len, .method = r->method,
 	};
 	struct trigger_result res;
 	const char *line = c->auth.key_line;
@@ -1055,6 +1089,8 @@ static void req_attempt(struct tc_req *r)
 	s.timeout_ms = left > 1 ? left : 1;     /* an attempt ends by the deadline */
 	r->resp_len = 0;
 	r->overflow = 0;
+	json_decref(r->hdrs);
+	r->hdrs = NULL;
 	if (tc_xfer_start(c, &r->xfer, &s))
 		req_fail(r, TRIGGER_E_NOMEM, "out of memory");
 }
@@ -1370,4 +1406,37 @@ int trigger_run_cancel(trigger_client *c, const char *run_id,
 	r->body_len = 2;
 	set_scope(r, "write:runs:", run_id);
 	return req_submit(r);
+}
+
+int tc_call(trigger_client *c, const struct tc_call *call, trigger_done_fn done,
+	    void *arg)
+{
+	struct tc_req *r = NULL;
+	int rc = c && done && call->url ? 0 : TRIGGER_E_INVALID;
+
+	if (!rc && call->action)
+		rc = tc_cred_check(c, call->action, call->type, call->id);
+	if (!rc && !(r = req_alloc(c, call->body != NULL, done, arg,
+				     call->timeout_ms ? call->timeout_ms
+						      : c->request_timeout_ms)))
+		rc = TRIGGER_E_NOMEM;
+	if (rc) {
+		free(call->url);
+		free(call->body);
+		return rc;
+	}
+	r->url = call->url;
+	r->body = call->body;
+	r->body_len = call->body ? strlen(call->body) : 0;
+	r->method = call->method;
+	r->hdr_prefix = call->header_prefix;
+	r->key_only = call->scope == NULL;
+	if (call->scope)
+		set_scope(r, call->scope, NULL);
+	return req_submit(r);
+}
+
+char *tc_url(const char *base, const char *fmt, const char *a, const char *b)
+{
+	return url_with(base, fmt, a, b);
 }

@@ -12,25 +12,46 @@
 
 /* HTTP/2 carries every transfer on one connection, up to the server's
  * stream limit (nginx 128).  A few more connections absorb bursts; without
- * a cap curl opened one per transfer that found the others full, most of
- * them left without a request by the time they were up.  Not over
- * HTTP/1.1, where each subscription holds a connection of its own. */
+ * a cap curl opened one per transfer that found the others full (a
+ * thousand subscriptions at once: 70 connections), most of them left
+ * without a request by the time they were up.  Over TLS the cap holds from
+ * the start, since the first burst comes before any answer says which
+ * protocol the server speaks; it is lifted if the server turns out to
+ * speak HTTP/1.1 only, where each subscription holds a connection. */
 #define MAX_CONNECTIONS 16L
 #define WARM_EVERY_MS 45000             /* under the usual 60 s idle limit */
 #define WARM_FOR_MS (10 * 60000)        /* then let an idle client go */
+
+static void conn_cap(trigger_client *c, long n)
+{
+	curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, n);
+	curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, n);
+}
+
+void tc_conn_init(trigger_client *c)
+{
+	if (c->tls)
+		conn_cap(c, MAX_CONNECTIONS);
+}
 
 void tc_conn_learn(trigger_client *c, CURL *e)
 {
 	long v = 0;
 
-	if (curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &v) != CURLE_OK ||
-	    v != CURL_HTTP_VERSION_2_0)
+	if (curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &v) != CURLE_OK || !v)
 		return;
-	c->bounded = 1;
-	curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
-			  MAX_CONNECTIONS);
-	curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
-			  MAX_CONNECTIONS);
+	c->proto = v == CURL_HTTP_VERSION_2_0 ? 2 : 1;
+}
+
+/* Outside curl's callbacks, where curl_multi_setopt is allowed. */
+void tc_conn_apply(trigger_client *c)
+{
+	if (c->proto && !c->proto_applied) {
+		c->proto_applied = 1;
+		c->bounded = c->proto == 2;
+		if (c->tls && !c->bounded)
+			conn_cap(c, 0);
+	}
 }
 
 /* ---- one HEAD of the base URL ------------------------------------------ */
@@ -68,7 +89,6 @@ struct check {
 	struct head head;
 	struct tc_cmd cmd;
 	struct tc_link link;
-	trigger_client *c;
 	trigger_done_fn done;
 	void *arg;
 };
@@ -102,7 +122,7 @@ static const struct tc_xfer_ops check_ops = {
 static void check_cmd(trigger_client *c, struct tc_cmd *cmd)
 {
 	struct check *k = tc_container_of(cmd, struct check, cmd);
-	struct trigger_result res = { .code = TRIGGER_E_CANCELLED };
+	struct trigger_result res;
 
 	tc_link_add_tail(&c->checks, &k->link);
 	if (c->down) {
@@ -123,7 +143,6 @@ int trigger_client_check(trigger_client *c, trigger_done_fn done, void *arg)
 	k = calloc(1, sizeof(*k));
 	if (!k)
 		return TRIGGER_E_NOMEM;
-	k->c = c;
 	k->done = done;
 	k->arg = arg;
 	k->head.timeout_ms = c->request_timeout_ms;

@@ -414,7 +414,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 		if (status >= 200) {
 			x->status = status;
 			curl_easy_getinfo(x->easy, CURLINFO_LOCAL_PORT, &x->lport);
-			if (!x->client->bounded)
+			if (!x->client->proto)
 				tc_conn_learn(x->client, x->easy);
 			if (x->ops->headers)
 				x->ops->headers(x, status);
@@ -426,6 +426,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 	} else {
 		tc_answer_header(&x->ans, p, len);
 	}
+	if (x->ops->header_line && len > 2 && memcmp(p, "HTTP/", 5) != 0)
+		x->ops->header_line(x, p, len);
 	return len;
 }
 
@@ -542,6 +544,8 @@ static void easy_setup(trigger_client *c, struct tc_xfer *x, CURL *e,
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+	if (s->method)
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, s->method);
 	if (s->head)
 		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
 	if (!s->post)
@@ -934,6 +938,7 @@ static void loop_once(trigger_client *c)
 	}
 	collect_done(c);
 	run_timers(c);
+	tc_conn_apply(c);
 	if (c->warm)
 		tc_warm_update(c);
 }
@@ -946,6 +951,7 @@ static void loop_shutdown(trigger_client *c)
 		run_commands(c);
 		tc_sub_shutdown(c);
 		tc_api_shutdown(c);
+		tc_output_shutdown(c);
 		tc_conn_shutdown(c);
 		pthread_mutex_lock(&c->lock);
 		if (!c->qhead) {
@@ -1095,6 +1101,7 @@ static int client_loop_init(trigger_client *c)
 	/* As many streams per connection as the server allows (nginx: 128;
 	 * curl's own default is 100), so that fewer connections are needed. */
 	curl_multi_setopt(c->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, 256L);
+	tc_conn_init(c);
 	return 0;
 }
 
@@ -1122,6 +1129,7 @@ static void client_destroy(trigger_client *c)
 	if (c->epfd >= 0)
 		close(c->epfd);
 	tc_api_destroy(c);
+	tc_output_destroy(c);
 	tc_conn_destroy(c);
 	pthread_mutex_destroy(&c->lock);
 	free(c->heap);

@@ -104,6 +104,7 @@ void tc_random_hex(trigger_client *c, char *out, size_t nhex);
 /* ---- transfers ------------------------------------------------------- */
 
 struct tc_xfer;
+struct tc_output;
 
 /* Headers of the final answer that change what the client does next. */
 struct tc_answer {
@@ -119,6 +120,9 @@ void tc_answer_header(struct tc_answer *a, const char *line, size_t len);
 struct tc_xfer_ops {
 	/* The final response's headers are in (status >= 200).  Optional. */
 	void (*headers)(struct tc_xfer *x, long status);
+	/* Every header line of the final response, as received (name: value
+	 * and CRLF).  Optional. */
+	void (*header_line)(struct tc_xfer *x, const char *line, size_t len);
 	/* Body bytes; non-zero aborts the transfer (done gets
 	 * CURLE_WRITE_ERROR).  Must not call tc_xfer_* itself. */
 	int (*data)(struct tc_xfer *x, const char *buf, size_t len);
@@ -145,6 +149,7 @@ struct tc_xfer {
 struct tc_xfer_spec {
 	const char *url;
 	int post;
+	const char *method;     /* a method other than GET/POST ("PUT"), or NULL */
 	/* The body may reach the server at most once per transfer: curl must
 	 * not send it again by itself (see on_read in http.c). */
 	int once;
@@ -223,6 +228,31 @@ char *tc_stream_url(trigger_client *c, const char *run, const char *stream);
 int tc_cred_check(const trigger_client *c, const char *action,
 		  const char *type, const char *id);
 
+/* ---- requests for the other modules (api.c) -----------------------------
+ * One API request with the retries and deadline every request has.  url
+ * and body are handed over (freed by the client, also when refused); a
+ * body makes it a POST unless method says otherwise ("PUT").  scope: what
+ * a token minted from a secret key allows (the whole scope); NULL sends a
+ * secret key itself, for the routes that accept nothing else.  When action
+ * is set, a public token's scopes are checked locally first (action, type,
+ * id as for trigger_cred_allows).  Response headers whose names start with
+ * header_prefix reach done in res->headers.  0 or the code refused with
+ * (then done is not called). */
+struct tc_call {
+	const char *method;
+	char *url, *body;
+	const char *scope;
+	const char *action, *type, *id;
+	const char *header_prefix;
+	long timeout_ms;        /* retry deadline; 0: the client's */
+};
+
+int tc_call(trigger_client *c, const struct tc_call *call,
+	    trigger_done_fn done, void *arg);
+/* "<base><fmt with %s for each escaped segment>" (b may be NULL); base is
+ * c->url, or c->stream_base for the stream routes. */
+char *tc_url(const char *base, const char *fmt, const char *a, const char *b);
+
 /* ---- the client ------------------------------------------------------ */
 
 struct tc_auth {
@@ -287,12 +317,14 @@ struct trigger_client {
 	struct tc_link reqs, subs;
 	struct tc_auth auth;
 	struct tc_map streams;  /* api.c: the (run, stream)s sent to */
+	struct tc_output *output;       /* output.c, made on first use */
 	size_t streams_sweep_at;
 	struct tc_link xfers;   /* transfers running */
 	long kick[16];          /* local ports of connections to service */
 	size_t nkick;
 	unsigned long started;  /* transfers started, ever */
 	int running;            /* transfers curl has going */
+	int proto, proto_applied;       /* 1, 2: HTTP/1.1 or 2 seen (conn.c) */
 	int bounded;            /* HTTP/2 seen: connections capped */
 	struct tc_warm *warm;   /* conn.c; NULL unless keep_warm */
 	struct tc_link checks;  /* conn.c: trigger_client_check()s running */
@@ -311,9 +343,12 @@ void tc_warm_soon(trigger_client *c);
 void tc_conn_shutdown(trigger_client *c);
 void tc_conn_destroy(trigger_client *c);
 
-/* After a response's headers: once the server is seen to speak HTTP/2,
- * cap the connections (every transfer can share one). */
+/* The connection cap, at the start (over TLS); after a response's headers
+ * (inside curl's callback), which protocol the server speaks; then, from
+ * the loop, the cap kept (HTTP/2) or lifted (HTTP/1.1). */
+void tc_conn_init(trigger_client *c);
 void tc_conn_learn(trigger_client *c, CURL *e);
+void tc_conn_apply(trigger_client *c);
 
 /* Where an open, caught-up subscription of this client to the stream at
  * url stands: the next seq it will be sent (it has had every record
@@ -324,5 +359,7 @@ long long tc_sub_next(trigger_client *c, const char *url);
 void tc_api_shutdown(trigger_client *c);
 void tc_api_destroy(trigger_client *c);
 void tc_sub_shutdown(trigger_client *c);
+void tc_output_shutdown(trigger_client *c);
+void tc_output_destroy(trigger_client *c);
 
 #endif

@@ -524,10 +524,10 @@ static void sub_unsub_cmd(trigger_client *c, struct tc_cmd *cmd)
 	sub_close(s, &res, 1);
 }
 
-trigger_sub *trigger_subscribe(trigger_client *c, const char *run_id,
-			       const char *stream_id, long long after_seq,
-			       const struct trigger_sub_callbacks *cb,
-			       void *arg)
+static trigger_sub *subscribe(trigger_client *c, const char *run_id,
+			      const char *stream_id, int output,
+			      long long after_seq,
+			      const struct trigger_sub_callbacks *cb, void *arg)
 {
 	trigger_sub *s;
 
@@ -547,7 +547,9 @@ trigger_sub *trigger_subscribe(trigger_client *c, const char *run_id,
 	s->timer.fn = sub_on_timer;
 	s->wait.fn = sub_on_auth;
 	tc_link_init(&s->link);
-	s->url = tc_stream_url(c, run_id, stream_id);
+	s->url = output ? tc_url(c->stream_base, "/realtime/v1/streams/%s/%s",
+				 run_id, stream_id)
+			: tc_stream_url(c, run_id, stream_id);
 	s->sse = sse_parser_new(MAX_EVENT, on_event, s);
 	if (asprintf(&s->scope, "read:runs:%s", run_id) < 0)
 		s->scope = NULL;
@@ -557,6 +559,22 @@ trigger_sub *trigger_subscribe(trigger_client *c, const char *run_id,
 	}
 	tc_post(c, &s->start_cmd);
 	return s;
+}
+
+trigger_sub *trigger_subscribe(trigger_client *c, const char *run_id,
+			       const char *stream_id, long long after_seq,
+			       const struct trigger_sub_callbacks *cb,
+			       void *arg)
+{
+	return subscribe(c, run_id, stream_id, 0, after_seq, cb, arg);
+}
+
+trigger_sub *trigger_subscribe_output(trigger_client *c, const char *run_id,
+				      const char *stream_id, long long after_seq,
+				      const struct trigger_sub_callbacks *cb,
+				      void *arg)
+{
+	return subscribe(c, run_id, stream_id, 1, after_seq, cb, arg);
 }
 
 void trigger_unsubscribe(trigger_sub *s)

@@ -26,6 +26,9 @@ static const char usage_text[] =
 	"                           print SEQ<TAB>JSON per record\n"
 	"  get-run RUN | list-runs [STATUS] | cancel RUN\n"
 	"  trigger TASK [PAYLOAD]   print the new run's id\n"
+	"  waitpoint-get ID | waitpoint-create [TIMEOUT] (print its id)\n"
+	"  waitpoint-complete ID JSON | waitpoints-list [STATUS]\n"
+	"  output-append RUN STREAM JSON   one record to a run's output stream\n"
 	"environment: TRIGGER_ACCESS_TOKEN (a public JWT) or TRIGGER_SECRET_KEY,\n"
 	"  TRIGGER_API_URL, TRIGGER_STREAM_URL, TRIGGER_PREVIEW_BRANCH,\n"
 	"  TRIGGER_SSE_TIMEOUT_SECONDS (how long the server holds a\n"
@@ -391,12 +394,30 @@ static int cmd_oneshot(trigger_client *c, const char *cmd, int argc, char **argv
 					      trigger_sync_done, &s);
 	else if (!strcmp(cmd, "cancel") && argc == 1)
 		queued = trigger_run_cancel(c, argv[0], trigger_sync_done, &s);
+	else if (!strcmp(cmd, "waitpoint-get") && argc == 1)
+		queued = trigger_waitpoint_get(c, argv[0], trigger_sync_done, &s);
+	else if (!strcmp(cmd, "waitpoint-create") && argc <= 1)
+		queued = trigger_waitpoint_create(c, argc ? argv[0] : NULL,
+						  trigger_sync_done, &s);
+	else if (!strcmp(cmd, "waitpoint-complete") && argc == 2)
+		queued = trigger_waitpoint_complete(c, argv[0], argv[1],
+						    strlen(argv[1]),
+						    trigger_sync_done, &s);
+	else if (!strcmp(cmd, "waitpoints-list") && argc <= 1)
+		queued = trigger_waitpoints_list(c, argc ? argv[0] : NULL, NULL,
+						 trigger_sync_done, &s);
+	else if (!strcmp(cmd, "output-append") && argc == 3)
+		queued = trigger_output_append(c, argv[0], argv[1], argv[2],
+					       strlen(argv[2]), 0,
+					       trigger_sync_done, &s);
 	else {
 		trigger_sync_clear(&s);
 		return usage();
 	}
 	rc = sync_finish(&s, queued);
 	if (!rc && !strcmp(cmd, "trigger"))
+		print_field(s.body, "id");
+	else if (!rc && !strcmp(cmd, "waitpoint-create"))
 		print_field(s.body, "id");
 	else if (!rc && strcmp(cmd, "cancel") != 0)
 		print_json(s.body);

@@ -53,6 +53,8 @@ struct trigger_result {
 	char error[256];        /* the API's "error" text, or curl's */
 	json_t *body;           /* parsed JSON answer or NULL; borrowed */
 	const char *jwt;        /* x-trigger-jwt response header or NULL */
+	json_t *headers;        /* response headers a function passes on
+				 * (lowercased names), or NULL; borrowed */
 };
 
 /* res for a log line: "HTTP 404: Run not found", or, when no answer came,
@@ -178,6 +180,13 @@ int trigger_runs_list(trigger_client *c, const char *status_filter,
 		      int page_size, const char *after,
 		      trigger_done_fn done, void *arg);
 
+/* GET /api/v1/waitpoints/tokens/<id> (a secret key only: the key goes as
+ * itself).  res->body: id, status (WAITING, COMPLETED, TIMED_OUT), output
+ * (the JSON text of the data), outputIsError, ...  An unknown id is a 500
+ * (TRIGGER_E_SERVER), retried for 1.5 s only. */
+int trigger_waitpoint_get(trigger_client *c, const char *waitpoint_id,
+			  trigger_done_fn done, void *arg);
+
 /* POST /api/v1/tasks/<task>/trigger with {"payload":<payload_json>}.
  * res->body has "id", res->jwt the run's public token. */
 int trigger_task_trigger(trigger_client *c, const char *task_id,
@@ -187,6 +196,42 @@ int trigger_task_trigger(trigger_client *c, const char *task_id,
 /* POST /api/v2/runs/<id>/cancel. */
 int trigger_run_cancel(trigger_client *c, const char *run_id,
 		       trigger_done_fn done, void *arg);
+
+/* ---- output streams (output.c) ----------------------------------------
+ * Append one JSON value (validated by the caller) to a run's output stream
+ * as the SDK's streams.writer does: the stream's S2 credentials from
+ * PUT /realtime/v1/streams/<run>/self/<stream> (a secret key only:
+ * TRIGGER_E_FORBIDDEN at once otherwise), cached per stream and asked
+ * again when `fresh` (so a finished run refuses: TRIGGER_E_RUN_FINISHED)
+ * or when S2 refuses them; then appended to S2 directly as one record
+ * {"data":<value>,"id":"<7 chars>"}, so SDK readers get the value itself.
+ * done comes once the value is stored (res->body: S2's ack).  Values of
+ * one stream are stored in the order submitted, those submitted together
+ * or while an append is on its way batched; when one fails, those queued
+ * behind it on that stream fail too. */
+int trigger_output_append(trigger_client *c, const char *run_id,
+			  const char *stream_id, const char *json, size_t len,
+			  int fresh, trigger_done_fn done, void *arg);
+
+/* ---- waitpoint tokens (waitpoint.c) ----------------------------------- */
+
+/* POST /api/v1/waitpoints/tokens/<id>/complete with {"data":<json>}: a
+ * secret key, or a token scoped write:waitpoints:<id>.  OK also when it
+ * was completed before. */
+int trigger_waitpoint_complete(trigger_client *c, const char *waitpoint_id,
+			       const char *json, size_t len,
+			       trigger_done_fn done, void *arg);
+
+/* GET /api/v1/waitpoints/tokens?filter[status]=...&page[size]=100
+ * [&page[after]=...] (secret key).  res->body is {"data":[...],
+ * "pagination":{"next":...}}. */
+int trigger_waitpoints_list(trigger_client *c, const char *status_filter,
+			    const char *after, trigger_done_fn done, void *arg);
+
+/* POST /api/v1/waitpoints/tokens (secret key); timeout NULL or "10m".
+ * res->body has id and url, res->jwt the token's write:waitpoints:<id>. */
+int trigger_waitpoint_create(trigger_client *c, const char *timeout,
+			     trigger_done_fn done, void *arg);
 
 /* ---- subscriptions ---------------------------------------------------- */
 
@@ -238,6 +283,13 @@ trigger_sub *trigger_subscribe(trigger_client *c, const char *run_id,
 			       const char *stream_id, long long after_seq,
 			       const struct trigger_sub_callbacks *cb,
 			       void *arg);
+
+/* The same for a run's output stream (streams v2: what streams.pipe and
+ * streams.writer write, GET /realtime/v1/streams/<run>/<stream>). */
+trigger_sub *trigger_subscribe_output(trigger_client *c, const char *run_id,
+				      const char *stream_id, long long after_seq,
+				      const struct trigger_sub_callbacks *cb,
+				      void *arg);
 
 /* Ask the subscription to stop; TRIGGER_SUB_CLOSED follows on the event
  * thread (possibly before this returns, if called from a callback).  Any

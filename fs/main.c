@@ -521,8 +521,10 @@ static void make_tree(void)
 	fuse_ino_t root = tree_new_node(NODE_ROOT, NULL, NULL);
 	fuse_ino_t runs = tree_new_node(NODE_RUNS, NULL, NULL);
 	fuse_ino_t stats = tree_new_node(NODE_STATS, NULL, NULL);
+	fuse_ino_t wps = tree_new_node(NODE_WAITPOINTS, NULL, NULL);
 
-	if (root != TFS_ROOT_INO || runs != TFS_RUNS_INO || stats != TFS_STATS_INO)
+	if (root != TFS_ROOT_INO || runs != TFS_RUNS_INO ||
+	    stats != TFS_STATS_INO || wps != TFS_WAITPOINTS_INO)
 		abort();
 }
 

@@ -23,16 +23,9 @@ static struct tfs_handle *handle_of(struct fuse_file_info *fi)
 
 static void reply_entry(fuse_req_t req, fuse_ino_t ino, double timeout)
 {
-	struct fuse_entry_param e;
-
-	memset(&e, 0, sizeof(e));
-	e.ino = ino;
-	e.entry_timeout = DIR_TIMEOUT;
-	e.attr_timeout = timeout;
 	pthread_mutex_lock(&tfs.lock);
-	tree_attr(tree_node(ino), &e.attr);
+	tree_reply_entry(req, ino, timeout);
 	pthread_mutex_unlock(&tfs.lock);
-	fuse_reply_entry(req, &e);
 }
 
 static void tfs_init(void *userdata, struct fuse_conn_info *conn)
@@ -65,30 +58,42 @@ static void tfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	case NODE_ROOT:
 		if (!strcmp(name, "runs"))
 			ino = TFS_RUNS_INO;
+		else if (!strcmp(name, "waitpoints"))
+			ino = TFS_WAITPOINTS_INO;
 		else if (!strcmp(name, TFS_STATS_NAME))
 			ino = TFS_STATS_INO;
 		break;
 	case NODE_RUNS:
+	case NODE_WAITPOINTS:
 		pthread_mutex_unlock(&tfs.lock);
-		if (tree_valid_name(name))
+		if (!tree_valid_name(name))
+			fuse_reply_err(req, EINVAL);
+		else if (p->kind == NODE_RUNS)
 			runs_lookup(req, name);
 		else
-			fuse_reply_err(req, EINVAL);
+			waitpoints_lookup(req, name);
 		return;
 	case NODE_RUN:
 		ino = !strcmp(name, "input") ? p->run->ino_input
-		    : !strcmp(name, "log") ? p->run->ino_log : 0;
+		    : !strcmp(name, "log") ? p->run->ino_log
+		    : !strcmp(name, "output") ? p->run->ino_output
+		    : !strcmp(name, "status") ? p->run->ino_status : 0;
+		timeout = 0;  /* status: a size of 0 that must not be kept */
 		break;
 	case NODE_INPUT_DIR:
 	case NODE_LOG_DIR:
+	case NODE_OUTPUT_DIR:
 		if (!tree_valid_name(name)) {
 			pthread_mutex_unlock(&tfs.lock);
 			fuse_reply_err(req, EINVAL);
 			return;
 		}
-		struct tfs_stream *s = tree_stream(p->run, name, true);
+		struct tfs_stream *s = tree_stream_of(p->run, name,
+						      p->kind == NODE_OUTPUT_DIR,
+						      true);
 
-		ino = p->kind == NODE_INPUT_DIR ? s->ino_input : s->ino_log;
+		ino = p->kind == NODE_INPUT_DIR ? s->ino_input
+		    : p->kind == NODE_LOG_DIR ? s->ino_log : s->ino_output;
 		struct tfs_node *n = tree_node(ino);
 
 		pthread_mutex_unlock(&tfs.lock);
@@ -149,20 +154,29 @@ static void tfs_opendir(fuse_req_t req, fuse_ino_t ino,
 	pthread_mutex_lock(&tfs.lock);
 	struct tfs_node *n = tree_node(ino);
 
-	if (n && n->kind == NODE_RUNS) {
+	if (n && (n->kind == NODE_RUNS || n->kind == NODE_WAITPOINTS ||
+		  n->kind == NODE_OUTPUT_DIR)) {
 		pthread_mutex_unlock(&tfs.lock);
-		runs_opendir(req, fi);
+		if (n->kind == NODE_RUNS)
+			runs_opendir(req, fi);
+		else if (n->kind == NODE_WAITPOINTS)
+			waitpoints_opendir(req, fi);
+		else
+			output_opendir(req, n->run, fi);
 		return;
 	}
 	dl = xcalloc(1, sizeof(*dl));
 	if (n && n->kind == NODE_ROOT) {
 		dirlist_add(dl, "runs");
+		dirlist_add(dl, "waitpoints");
 	} else if (n && n->kind == NODE_RUN) {
 		dirlist_add(dl, "input");
 		dirlist_add(dl, "log");
+		dirlist_add(dl, "output");
+		dirlist_add(dl, "status");
 	} else if (n && (n->kind == NODE_INPUT_DIR || n->kind == NODE_LOG_DIR)) {
 		for (struct tfs_stream *s = n->run->streams; s; s = s->next)
-			if (s->listed)
+			if (s->listed && !s->output)
 				dirlist_add(dl, s->name);
 	}
 	pthread_mutex_unlock(&tfs.lock);
@@ -254,8 +268,12 @@ static void tfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 	if (!n)
 		err = ENOENT;
-	else if (n->kind == NODE_STATS || n->kind == NODE_LOG)
+	else if (tfs_is_text(n->kind) || n->kind == NODE_LOG)
 		err = writing ? EACCES : 0;
+	else if (n->kind == NODE_OUTPUT)
+		err = writing ? output_write_allowed(n->run, n->stream->name) : 0;
+	else if (n->kind == NODE_WAITPOINT)
+		err = writing ? waitpoint_write_allowed(n->wp) : 0;
 	else if (n->kind != NODE_INPUT)
 		err = EISDIR;
 	else if (writing)
@@ -265,6 +283,10 @@ static void tfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, err);
 	else if (n->kind == NODE_STATS)
 		open_stats(req, fi);
+	else if (n->kind == NODE_STATUS)
+		status_open(req, n->run, fi);
+	else if (n->kind == NODE_WAITPOINT)
+		waitpoint_open(req, n->wp, fi);
 	else
 		stream_open(req, n->stream, n->kind, fi);
 }
@@ -275,16 +297,12 @@ static void tfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct tfs_handle *h = handle_of(fi);
 
 	(void)ino;
-	if (h->kind != NODE_STATS) {
+	if (tfs_is_text(h->kind))
+		text_read(req, h, size, off);
+	else if (h->kind == NODE_WAITPOINT)
+		waitpoint_read(req, h, size, off, fi->flags);
+	else
 		stream_read(req, h, size, off, fi->flags);
-		return;
-	}
-	size_t n = (size_t)off < h->text_len ? h->text_len - off : 0;
-
-	/* Under the lock: a release on another thread frees the text. */
-	pthread_mutex_lock(&tfs.lock);
-	fuse_reply_buf(req, h->text + off, n < size ? n : size);
-	pthread_mutex_unlock(&tfs.lock);
 }
 
 static void tfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
@@ -318,10 +336,12 @@ static void tfs_release(fuse_req_t req, fuse_ino_t ino,
 
 	(void)ino;
 	pthread_mutex_lock(&tfs.lock);
-	if (h->kind != NODE_STATS) {
+	if (h->sink)
 		writer_release(h);
+	if (h->stream)
 		stream_release(h);
-	}
+	else if (h->wp)
+		waitpoint_release(h);
 	stream_free_handle(h);
 	pthread_mutex_unlock(&tfs.lock);
 	fuse_reply_err(req, 0);
@@ -333,13 +353,16 @@ static void tfs_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
 	struct tfs_handle *h = handle_of(fi);
 
 	(void)ino;
-	if (h->kind == NODE_STATS) {
+	if (tfs_is_text(h->kind)) {
 		if (ph)
 			fuse_pollhandle_destroy(ph);
 		fuse_reply_poll(req, POLLIN);
 		return;
 	}
-	stream_poll(req, h, ph);
+	if (h->kind == NODE_WAITPOINT)
+		waitpoint_poll(req, h, ph);
+	else
+		stream_poll(req, h, ph);
 }
 
 /* The tree is the API's: runs and streams exist as soon as they are

@@ -56,16 +56,17 @@ void runs_finished(struct tfs_run *run, const char *why)
 		stream_run_finished(s);
 }
 
-static void reply_entry(fuse_req_t req, fuse_ino_t ino)
+/* Called with tfs.lock held with a run object from the API: whether the
+ * run has finished, and then its final status. */
+void runs_learned(struct tfs_run *run, const json_t *body)
 {
-	struct fuse_entry_param e;
+	const char *st = json_string_value(json_object_get(body, "status"));
 
-	memset(&e, 0, sizeof(e));
-	e.ino = ino;
-	e.attr_timeout = 1.0;
-	e.entry_timeout = 1.0;
-	tree_attr(tree_node(ino), &e.attr);
-	fuse_reply_entry(req, &e);
+	if (!status_finished(body))
+		return;
+	if (st && !run->final_status)
+		run->final_status = xstrdup(st);
+	runs_finished(run, st ? st : "isCompleted");
 }
 
 /* The API's answer decides; a credential that may write to the run but not
@@ -77,9 +78,7 @@ static int check_result(struct tfs_run *run, const struct trigger_result *res)
 	switch (res->code) {
 	case TRIGGER_OK:
 		run->state = RUN_EXISTS;
-		if (status_finished(res->body))
-			runs_finished(run, json_string_value(
-				json_object_get(res->body, "status")));
+		runs_learned(run, res->body);
 		return 0;
 	case TRIGGER_E_NOT_FOUND:
 		run->state = RUN_MISSING;
@@ -118,7 +117,7 @@ static void check_done(void *arg, const struct trigger_result *res)
 		if (err)
 			fuse_reply_err(l->req, err);
 		else
-			reply_entry(l->req, run->ino_dir);
+			tree_reply_entry(l->req, run->ino_dir, 1.0);
 		free(l);
 	}
 	pthread_mutex_unlock(&tfs.lock);
@@ -132,7 +131,7 @@ void runs_lookup(fuse_req_t req, const char *id)
 	struct tfs_run *run = tree_run(id, true);
 
 	if (run->state == RUN_EXISTS) {
-		reply_entry(req, run->ino_dir);
+		tree_reply_entry(req, run->ino_dir, 1.0);
 		goto out;
 	}
 	if (run->state == RUN_MISSING && tfs_now() - run->checked_at < MISSING_TTL) {
@@ -172,9 +171,8 @@ static void poll_done(void *arg, const struct trigger_result *res)
 	run->polling = false;
 	run->not_found_polls = res->code == TRIGGER_E_NOT_FOUND ?
 			       run->not_found_polls + 1 : 0;
-	if (res->code == TRIGGER_OK && status_finished(res->body))
-		runs_finished(run, json_string_value(
-			json_object_get(res->body, "status")));
+	if (res->code == TRIGGER_OK)
+		runs_learned(run, res->body);
 	else if (run->not_found_polls >= NOT_FOUND_POLLS)
 		runs_finished(run, "no longer known to the API");
 	pthread_mutex_unlock(&tfs.lock);

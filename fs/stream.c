@@ -107,6 +107,9 @@ static void reply_log(fuse_req_t req, struct tfs_handle *h, size_t size,
 
 	if (n > size)
 		n = size;
+	/* output/S blocks at its end, as input/S does (log/S never does). */
+	if (h->kind == NODE_OUTPUT)
+		n = short_of_full(n, size, (size_t)off + n == log_size(h->stream));
 	h->pos = off + n;
 	log_reply(req, h->stream, (size_t)off, n);
 }
@@ -188,6 +191,7 @@ struct tfs_handle *stream_new_handle(enum node_kind kind, struct tfs_stream *s)
 	struct tfs_handle *h = xcalloc(1, sizeof(*h));
 	h->kind = kind;
 	h->stream = s;
+	h->sink = s ? &s->sink : NULL;
 	jsonline_init(&h->ws.jl);
 	list_init(&h->pnode);
 	list_add_tail(&tfs.handles, &h->hnode);
@@ -216,7 +220,9 @@ static void attr_finish(struct tfs_waiter *w, int err)
 	s->attr_waiters--;
 	memset(&e, 0, sizeof(e));
 	tree_attr(tree_node(w->ino), &e.attr);
-	if (err == EINTR) {
+	/* Past the kernel's request timeout guard, the size known so far is
+	 * better than an error (stat(2) callers do not retry EINTR). */
+	if (err == EINTR && fuse_req_interrupted(w->req)) {
 		fuse_reply_err(w->req, EINTR);
 	} else if (w->answer == ANSWER_ENTRY) {
 		e.ino = w->ino;
@@ -347,7 +353,7 @@ static void on_interrupt(fuse_req_t req, void *data)
 	pthread_mutex_unlock(&tfs.lock);
 }
 
-static double park_timeout(enum waiter_kind kind, int *err)
+double stream_park_timeout(enum waiter_kind kind, int *err)
 {
 	double t = kind == WAIT_READ ? tfs.read_timeout : tfs.open_timeout;
 
@@ -362,7 +368,7 @@ static double park_timeout(enum waiter_kind kind, int *err)
 
 static void park(struct tfs_waiter *w)
 {
-	double t = park_timeout(w->kind, &(int){0});
+	double t = stream_park_timeout(w->kind, &(int){0});
 
 	w->deadline = t > 0 ? tfs_now() + t : 0;
 	list_add_tail(&w->stream->waiters, &w->snode);
@@ -576,8 +582,10 @@ void stream_free_all_handles(void)
 		struct tfs_handle *h = list_entry(tfs.handles.next,
 						  struct tfs_handle, hnode);
 
-		if (h->kind != NODE_STATS)
+		if (h->stream)
 			stream_release(h);
+		else if (h->wp)
+			waitpoint_release(h);
 		handle_free(h);
 	}
 	pthread_mutex_unlock(&tfs.lock);
@@ -695,8 +703,9 @@ static void sub_start(struct tfs_stream *s)
 	ctx->active = true;
 	s->caught_up = false;
 	s->sub_error = TRIGGER_OK;
-	ctx->sub = trigger_subscribe(tfs.client, s->run->id, s->name,
-				     s->last_seq, &sub_callbacks, ctx);
+	ctx->sub = (s->output ? trigger_subscribe_output : trigger_subscribe)(
+		tfs.client, s->run->id, s->name, s->last_seq, &sub_callbacks,
+		ctx);
 	if (!ctx->sub) {
 		int64_t exp = trigger_cred_exp(tfs.cred);
 
@@ -740,7 +749,7 @@ void stream_expire(double now)
 	for (int kind = 0; kind < 2; kind++) {
 		int err;
 
-		park_timeout(kind, &err);
+		stream_park_timeout(kind, &err);
 		while (!list_empty(&tfs.deadlines[kind])) {
 			struct tfs_waiter *w = list_entry(tfs.deadlines[kind].next,
 							  struct tfs_waiter, dnode);
@@ -770,5 +779,6 @@ void stream_shutdown(void)
 	pthread_mutex_lock(&tfs.lock);
 	tfs.shutting_down = true;
 	tree_for_each_run(shutdown_run, NULL);
+	waitpoints_shutdown();
 	pthread_mutex_unlock(&tfs.lock);
 }

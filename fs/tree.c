@@ -108,6 +108,8 @@ struct tfs_run *tree_run(const char *id, bool create)
 	r->ino_dir = tree_new_node(NODE_RUN, r, NULL);
 	r->ino_input = tree_new_node(NODE_INPUT_DIR, r, NULL);
 	r->ino_log = tree_new_node(NODE_LOG_DIR, r, NULL);
+	r->ino_status = tree_new_node(NODE_STATUS, r, NULL);
+	r->ino_output = tree_new_node(NODE_OUTPUT_DIR, r, NULL);
 	r->hnext = buckets[b];
 	buckets[b] = r;
 	return r;
@@ -120,11 +122,13 @@ void tree_for_each_run(void (*fn)(struct tfs_run *run, void *arg), void *arg)
 			fn(r, arg);
 }
 
-struct tfs_stream *tree_stream(struct tfs_run *run, const char *name,
-			       bool create)
+/* A run's input stream or (output) its output stream of that name: two
+ * namespaces in one list. */
+struct tfs_stream *tree_stream_of(struct tfs_run *run, const char *name,
+				  bool output, bool create)
 {
 	for (struct tfs_stream *s = run->streams; s; s = s->next)
-		if (!strcmp(s->name, name))
+		if (s->output == output && !strcmp(s->name, name))
 			return s;
 	if (!create)
 		return NULL;
@@ -133,14 +137,22 @@ struct tfs_stream *tree_stream(struct tfs_run *run, const char *name,
 
 	s->name = xstrdup(name);
 	s->run = run;
+	s->output = output;
 	s->last_seq = -1;
 	s->log = logstore_new();
 	list_init(&s->waiters);
 	list_init(&s->pollers);
-	list_init(&s->writes);
+	list_init(&s->sink.writes);
 	list_init(&s->idle);
-	s->ino_input = tree_new_node(NODE_INPUT, run, s);
-	s->ino_log = tree_new_node(NODE_LOG, run, s);
+	s->sink.kind = output ? NODE_OUTPUT : NODE_INPUT;
+	s->sink.run = run;
+	s->sink.name = s->name;
+	if (output) {
+		s->ino_output = tree_new_node(NODE_OUTPUT, run, s);
+	} else {
+		s->ino_input = tree_new_node(NODE_INPUT, run, s);
+		s->ino_log = tree_new_node(NODE_LOG, run, s);
+	}
 	s->next = run->streams;
 	run->streams = s;
 	run->nstreams++;
@@ -148,14 +160,23 @@ struct tfs_stream *tree_stream(struct tfs_run *run, const char *name,
 	return s;
 }
 
-static mode_t input_mode(const struct tfs_run *run)
+struct tfs_stream *tree_stream(struct tfs_run *run, const char *name,
+			       bool create)
 {
-	mode_t mode = S_IFREG | 0444;
+	return tree_stream_of(run, name, false, create);
+}
 
-	/* The mode shows what the credential allows; the owner may write. */
-	if (trigger_cred_allows(tfs.cred, "write", "inputStreams", run->id))
-		mode |= 0200;
-	return mode;
+/* The mode shows what the credential allows; the owner may write. */
+static mode_t stream_mode(const struct tfs_node *node)
+{
+	bool w = node->kind == NODE_INPUT
+		 ? trigger_cred_allows(tfs.cred, "write", "inputStreams",
+				       node->run->id)
+		 : node->kind == NODE_OUTPUT
+		 /* Writing takes a secret key, as the SDK's writer does. */
+		 ? trigger_cred_is_secret(tfs.cred) : false;
+
+	return S_IFREG | 0444 | (w ? 0200 : 0);
 }
 
 void tree_attr(const struct tfs_node *node, struct stat *st)
@@ -169,15 +190,19 @@ void tree_attr(const struct tfs_node *node, struct stat *st)
 	switch (node->kind) {
 	case NODE_INPUT:
 	case NODE_LOG:
-		st->st_mode = node->kind == NODE_INPUT ? input_mode(node->run)
-						       : S_IFREG | 0444;
+	case NODE_OUTPUT:
+		st->st_mode = stream_mode(node);
 		st->st_nlink = 1;
 		st->st_size = stream_size(node->stream, node->kind);
 		st->st_blocks = (st->st_size + 511) / 512;
 		if (node->stream->mtime)
 			st->st_mtime = st->st_ctime = node->stream->mtime;
 		break;
+	case NODE_WAITPOINT:
+		waitpoint_attr(node->wp, st);
+		break;
 	case NODE_STATS:
+	case NODE_STATUS:
 		st->st_mode = S_IFREG | 0444;
 		st->st_nlink = 1;
 		break;
@@ -186,6 +211,19 @@ void tree_attr(const struct tfs_node *node, struct stat *st)
 		st->st_nlink = 2;
 		break;
 	}
+}
+
+/* Called with tfs.lock held. */
+void tree_reply_entry(fuse_req_t req, fuse_ino_t ino, double attr_timeout)
+{
+	struct fuse_entry_param e;
+
+	memset(&e, 0, sizeof(e));
+	e.ino = ino;
+	e.attr_timeout = attr_timeout;
+	e.entry_timeout = 1.0;
+	tree_attr(tree_node(ino), &e.attr);
+	fuse_reply_entry(req, &e);
 }
 
 /* ---- directory listings ------------------------------------------------ */

@@ -101,21 +101,40 @@ enum node_kind {
 	NODE_LOG_DIR,
 	NODE_INPUT,
 	NODE_LOG,
+	NODE_STATUS,     /* runs/R/status: status.c */
+	NODE_OUTPUT_DIR, /* runs/R/output/ and its files: output.c */
+	NODE_OUTPUT,
+	NODE_WAITPOINTS, /* waitpoints/ and its files: waitpoints.c */
+	NODE_WAITPOINT,
 };
 
 #define TFS_ROOT_INO   1
 #define TFS_RUNS_INO   2
 #define TFS_STATS_INO  3
+#define TFS_WAITPOINTS_INO 4
 #define TFS_STATS_NAME ".triggerfs-stats"
 
 struct tfs_run;
 struct tfs_stream;
+struct tfs_waitpoint;
+
+/* Where an open file's writes go (an input stream, an output stream, a
+ * waitpoint token): writes to one sink form a queue and run one at a time,
+ * in order (writer.c). */
+struct tfs_sink {
+	struct list writes;          /* struct tfs_write queued */
+	bool sending;
+	enum node_kind kind;         /* INPUT, OUTPUT or WAITPOINT */
+	struct tfs_run *run;         /* INPUT, OUTPUT */
+	const char *name;            /* the stream's name or the token's id */
+};
 
 struct tfs_node {
 	fuse_ino_t ino;
 	enum node_kind kind;
 	struct tfs_run *run;        /* RUN, *_DIR, INPUT, LOG */
-	struct tfs_stream *stream;  /* INPUT, LOG */
+	struct tfs_stream *stream;  /* INPUT, LOG, OUTPUT */
+	struct tfs_waitpoint *wp;   /* WAITPOINT */
 };
 
 enum run_state { RUN_UNKNOWN, RUN_CHECKING, RUN_EXISTS, RUN_MISSING };
@@ -126,13 +145,14 @@ struct tfs_run {
 	enum run_state state;
 	double checked_at;           /* monotonic seconds */
 	bool finished;
+	char *final_status;          /* the status it finished with, if known */
 	bool polling;                /* a status request is in flight */
 	unsigned not_found_polls;    /* polls in a row that found no run */
 	double polled_at;
 	struct list lookups;         /* struct tfs_lookup waiting for a check */
 	struct tfs_stream *streams;  /* singly linked, newest first */
 	size_t nstreams;
-	fuse_ino_t ino_dir, ino_input, ino_log;
+	fuse_ino_t ino_dir, ino_input, ino_log, ino_status, ino_output;
 	struct list waiting;         /* in tfs.waited_runs while it has waiters */
 	size_t nwaiters;             /* parked reads on its streams */
 };
@@ -172,7 +192,8 @@ struct tfs_stream {
 	char *name;
 	struct tfs_run *run;
 	struct tfs_stream *next;
-	fuse_ino_t ino_input, ino_log;
+	fuse_ino_t ino_input, ino_log;  /* input streams */
+	fuse_ino_t ino_output;          /* output streams */
 
 	/* the log: every record as one line of JSON, append-only */
 	struct logstore *log;
@@ -196,9 +217,9 @@ struct tfs_stream {
 	bool listed;                 /* used through the mount: in readdir */
 	bool fetched;                /* caught up at least once */
 	bool caught_up;
-	bool sending;                /* writes: one at a time, in order */
+	bool output;                 /* an output stream (runs/R/output/S) */
 
-	struct list writes;          /* struct tfs_write queued */
+	struct tfs_sink sink;         /* writes: one at a time, in order */
 };
 
 /* What an open file has written so far: a stream of JSON texts, checked
@@ -217,8 +238,12 @@ struct tfs_wstate {
 /* An open file. */
 struct tfs_handle {
 	struct list hnode;           /* in tfs.handles */
-	enum node_kind kind;         /* INPUT, LOG or STATS */
+	enum node_kind kind;         /* INPUT, LOG, OUTPUT, WAITPOINT or a text
+				      * (STATS, STATUS) */
 	struct tfs_stream *stream;
+	struct tfs_waitpoint *wp;    /* WAITPOINT */
+	struct tfs_sink *sink;       /* where writes go, or NULL */
+	bool wrote;                  /* a value was sent through this open */
 	bool can_read, can_write;
 	off_t pos;                   /* end of the last read: poll's position */
 	size_t rec_off, rec_end;     /* input/S: the rest of the record this
@@ -228,7 +253,7 @@ struct tfs_handle {
 
 	struct tfs_wstate ws;        /* write side (writer.c) */
 
-	char *text;                  /* STATS: the snapshot */
+	char *text;                  /* STATS, STATUS: the snapshot */
 	size_t text_len;
 };
 
@@ -303,8 +328,11 @@ fuse_ino_t tree_new_node(enum node_kind kind, struct tfs_run *run,
 struct tfs_run *tree_run(const char *id, bool create);
 struct tfs_stream *tree_stream(struct tfs_run *run, const char *name,
 			       bool create);
+struct tfs_stream *tree_stream_of(struct tfs_run *run, const char *name,
+				  bool output, bool create);
 bool tree_valid_name(const char *name);
 void tree_attr(const struct tfs_node *node, struct stat *st);
+void tree_reply_entry(fuse_req_t req, fuse_ino_t ino, double attr_timeout);
 void tree_for_each_run(void (*fn)(struct tfs_run *run, void *arg), void *arg);
 
 /* A directory's entries, snapshot at opendir. */
@@ -323,6 +351,7 @@ void dirlist_reply(fuse_req_t req, const struct tfs_dirlist *dl, size_t size,
 void runs_lookup(fuse_req_t req, const char *id);
 void runs_opendir(fuse_req_t req, struct fuse_file_info *fi);
 void runs_finished(struct tfs_run *run, const char *why);
+void runs_learned(struct tfs_run *run, const json_t *body);
 void runs_poll_waited(void);
 void runs_add_waiter(struct tfs_run *run);
 void runs_del_waiter(struct tfs_run *run);
@@ -342,6 +371,9 @@ void stream_free_all_handles(void);
 void stream_run_finished(struct tfs_stream *s);
 void stream_expire(double now);
 void stream_shutdown(void);
+/* How long a parked request of this kind may wait, 0: forever; *err is
+ * what it gets then. */
+double stream_park_timeout(enum waiter_kind kind, int *err);
 void stream_attr(fuse_req_t req, const struct tfs_node *node, bool entry);
 size_t stream_size(const struct tfs_stream *s, enum node_kind kind);
 
@@ -351,6 +383,35 @@ void writer_write(fuse_req_t req, struct tfs_handle *h, const char *buf,
 void writer_flush(fuse_req_t req, struct tfs_handle *h);
 void writer_release(struct tfs_handle *h);
 
+/* status.c */
+void status_open(fuse_req_t req, struct tfs_run *run,
+		 struct fuse_file_info *fi);
+bool tfs_is_text(enum node_kind kind);
+void text_read(fuse_req_t req, struct tfs_handle *h, size_t size, off_t off);
+
+/* output.c */
+void output_opendir(fuse_req_t req, struct tfs_run *run,
+		    struct fuse_file_info *fi);
+int output_write_allowed(const struct tfs_run *run, const char *name);
+
+/* waitpoints.c */
+void waitpoints_lookup(fuse_req_t req, const char *id);
+void waitpoints_opendir(fuse_req_t req, struct fuse_file_info *fi);
+void waitpoint_open(fuse_req_t req, struct tfs_waitpoint *wp,
+		    struct fuse_file_info *fi);
+void waitpoint_read(fuse_req_t req, struct tfs_handle *h, size_t size,
+		    off_t off, int flags);
+void waitpoint_poll(fuse_req_t req, struct tfs_handle *h,
+		    struct fuse_pollhandle *ph);
+void waitpoint_release(struct tfs_handle *h);
+void waitpoint_attr(const struct tfs_waitpoint *wp, struct stat *st);
+void waitpoints_tick(double now);
+void waitpoints_shutdown(void);
+int waitpoint_write_allowed(const struct tfs_waitpoint *wp);
+void waitpoint_sent(struct tfs_sink *sink);
+
+/* writer.c: a sink's name in log lines ("run R stream S") */
+const char *sink_label(const struct tfs_sink *sink, char *buf, size_t len);
 /* cachedir.c */
 int cachedir_open(const char *parent);
 const char *cachedir_path(void);

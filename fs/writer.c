@@ -8,8 +8,12 @@
  * before it are sent, the write is short, and nothing from it on is sent:
  * every later write and the close fail with the same errno.
  *
- * Writes and flushes of one stream form a queue and run one at a time, in
- * order, each value sent after the previous one was accepted: the order of
+ * Writes go to a sink: an input stream (a send per value), an output
+ * stream (an append per value) or a waitpoint token (a completion).  The
+ * writes and flushes of one sink form a queue and run one at a time, in
+ * order; an input stream's values are sent one after the other, each once
+ * the previous one was accepted, an output stream's all at once (the client
+ * batches and stores them in order, as the SDK's writer does): the order of
  * the log is the order of the writes.  Nothing here waits on the network
  * on a FUSE thread: the request is answered from the send's completion.
  */
@@ -35,7 +39,7 @@ struct value {
 };
 
 struct tfs_write {
-	struct list node;    /* in stream->writes */
+	struct list node;    /* in sink->writes */
 	fuse_req_t req;
 	struct tfs_handle *h;
 	bool flush;
@@ -52,9 +56,25 @@ struct tfs_write {
 	size_t refused_off, refused_line;
 	const char *refused_why;
 	double started;      /* when its first send went out */
+	/* values submitted and answered so far; the first that failed */
+	size_t from, submitted, answered, fail_at;
+	struct trigger_result fail;
 };
 
-static void start_next(struct tfs_stream *s);
+static void start_next(struct tfs_sink *sink);
+
+const char *sink_label(const struct tfs_sink *sink, char *buf, size_t len)
+{
+	if (sink->kind == NODE_WAITPOINT)
+		snprintf(buf, len, "waitpoint %s", sink->name);
+	else
+		snprintf(buf, len, "run %s %s %s", sink->run->id,
+			 sink->kind == NODE_OUTPUT ? "output stream" : "stream",
+			 sink->name);
+	return buf;
+}
+
+#define LABEL(sink) sink_label((sink), (char[768]){ 0 }, 768)
 
 static bool is_json_space(char c)
 {
@@ -132,8 +152,8 @@ static void keep(struct tfs_wstate *ws, const char *p, size_t n)
 static void log_refusal(const struct tfs_handle *h, int err, size_t line,
 			const char *why, bool sent_before)
 {
-	tfs_log(LOG_ERR, "run %s stream %s: the value at line %zu (counted from the open) %s: %s; %snothing from it on is sent",
-		h->stream->run->id, h->stream->name, line,
+	tfs_log(LOG_ERR, "%s: the value at line %zu (counted from the open) %s: %s; %snothing from it on is sent",
+		LABEL(h->sink), line,
 		err == EFBIG ? "is over 1 MiB" : "is not JSON", why,
 		sent_before ? "the values before it were sent, " : "");
 }
@@ -227,12 +247,12 @@ static void write_free(struct tfs_write *w)
 /* The op is over: leave the queue, start the next one. */
 static void write_end(struct tfs_write *w)
 {
-	struct tfs_stream *s = w->h->stream;
+	struct tfs_sink *sink = w->h->sink;
 
 	list_del(&w->node);
 	write_free(w);
-	s->sending = false;
-	start_next(s);
+	sink->sending = false;
+	start_next(sink);
 }
 
 /* Every value of the write was sent (or there were none). */
@@ -288,18 +308,18 @@ static void reply_short(struct tfs_write *w)
 static void write_failed(struct tfs_write *w, const struct trigger_result *res)
 {
 	struct tfs_handle *h = w->h;
-	struct tfs_stream *s = h->stream;
+	struct tfs_sink *sink = h->sink;
 	int err = tfs_errno(res->code);
 	char why[320];
 
-	tfs_log(LOG_ERR, "run %s stream %s: send failed: %s (%s)%s",
-		s->run->id, s->name, trigger_strerror(res->code),
+	tfs_log(LOG_ERR, "%s: send failed: %s (%s)%s", LABEL(sink),
+		trigger_strerror(res->code),
 		trigger_result_text(res, why, sizeof(why)),
 		w->next ? "; the values before it were sent" : "");
-	if (res->code == TRIGGER_E_RUN_FINISHED)
-		runs_finished(s->run, "a send was refused");
+	if (res->code == TRIGGER_E_RUN_FINISHED && sink->run)
+		runs_finished(sink->run, "a send was refused");
 	if (res->code == TRIGGER_E_EXPIRED)
-		tfs_log_expiry(s->run->id);
+		tfs_log_expiry(sink->run ? sink->run->id : sink->name);
 	if (w->flush || w->next == 0) {
 		fuse_reply_err(w->req, err);  /* nothing taken: kept stays */
 		return;
@@ -330,34 +350,93 @@ static void value_sent(struct tfs_write *w)
 	write_end(w);
 }
 
+static void note_failure(struct tfs_write *w, size_t i,
+			 const struct trigger_result *res)
+{
+	if (i >= w->fail_at)
+		return;
+	w->fail_at = i;
+	w->fail = *res;
+	w->fail.body = NULL;
+	w->fail.headers = NULL;
+	w->fail.jwt = NULL;
+}
+
+/* Values are answered in the order submitted. */
 static void send_done(void *arg, const struct trigger_result *res)
 {
 	struct tfs_write *w = arg;
 
 	pthread_mutex_lock(&tfs.lock);
-	if (res->code != TRIGGER_OK) {
-		write_failed(w, res);
+	size_t i = w->from + w->answered++;   /* index of this value */
+
+	if (res->code != TRIGGER_OK)
+		note_failure(w, i, res);
+	else if (w->h->sink->kind == NODE_WAITPOINT)
+		waitpoint_sent(w->h->sink);
+	if (w->answered < w->submitted) {
+		pthread_mutex_unlock(&tfs.lock);
+		return;
+	}
+	if (w->fail_at != SIZE_MAX) {
+		w->next = w->fail_at;
+		write_failed(w, &w->fail);
 		write_end(w);
 	} else {
+		w->next += w->submitted - 1;
 		value_sent(w);
 	}
 	pthread_mutex_unlock(&tfs.lock);
 }
 
-/* Called with tfs.lock held. */
+/* One value to where the sink's values go. */
+static int sink_send(struct tfs_write *w, const struct value *v)
+{
+	struct tfs_handle *h = w->h;
+	struct tfs_sink *sink = h->sink;
+	bool first = !h->wrote;
+
+	h->wrote = true;
+	switch (sink->kind) {
+	case NODE_OUTPUT:
+		/* The first value of an open asks for the stream's credentials
+		 * again, so that a finished run refuses it. */
+		return trigger_output_append(tfs.client, sink->run->id,
+					     sink->name, v->text, v->len, first,
+					     send_done, w);
+	case NODE_WAITPOINT:
+		return trigger_waitpoint_complete(tfs.client, sink->name,
+						  v->text, v->len, send_done, w);
+	default:
+		return trigger_send(tfs.client, sink->run->id, sink->name,
+				    v->text, v->len, send_done, w);
+	}
+}
+
+/* Called with tfs.lock held: the value at w->next, or for an output stream
+ * all the values left. */
 static void send_next(struct tfs_write *w)
 {
-	struct tfs_stream *s = w->h->stream;
-	struct value *v = &w->values[w->next];
-	int rc = trigger_send(tfs.client, s->run->id, s->name, v->text, v->len,
-			      send_done, w);
+	size_t n = w->h->sink->kind == NODE_OUTPUT ? w->nvalues - w->next : 1;
 
-	if (rc) {
-		struct trigger_result res = { .code = rc };
+	w->from = w->next;
+	w->submitted = w->answered = 0;
+	w->fail_at = SIZE_MAX;
+	for (size_t i = 0; i < n; i++) {
+		int rc = sink_send(w, &w->values[w->next + i]);
 
-		write_failed(w, &res);
-		write_end(w);
+		if (rc) {
+			struct trigger_result res = { .code = rc };
+
+			note_failure(w, w->next + i, &res);
+			break;
+		}
+		w->submitted++;
 	}
+	if (w->submitted)
+		return;
+	write_failed(w, &w->fail);
+	write_end(w);
 }
 
 /* At close: a value still incomplete is not sent, and the close fails;
@@ -373,8 +452,8 @@ static bool flush_value(struct tfs_write *w)
 		add_value(w, ws->kept, ws->kept_len, "", 0, 0, ws->value_line - 1);
 		return true;
 	}
-	tfs_log(LOG_ERR, "run %s stream %s: close with an incomplete value (line %zu counted from the open: %s): not sent",
-		w->h->stream->run->id, w->h->stream->name, ws->value_line,
+	tfs_log(LOG_ERR, "%s: close with an incomplete value (line %zu counted from the open: %s): not sent",
+		LABEL(w->h->sink), ws->value_line,
 		jsonline_why(&ws->jl));
 	fuse_reply_err(w->req, EINVAL);
 	return false;
@@ -409,21 +488,21 @@ static void start(struct tfs_write *w)
 	send_next(w);
 }
 
-static void start_next(struct tfs_stream *s)
+static void start_next(struct tfs_sink *sink)
 {
-	if (s->sending || list_empty(&s->writes))
+	if (sink->sending || list_empty(&sink->writes))
 		return;
-	s->sending = true;
-	start(list_entry(s->writes.next, struct tfs_write, node));
+	sink->sending = true;
+	start(list_entry(sink->writes.next, struct tfs_write, node));
 }
 
 static void enqueue(struct tfs_write *w)
 {
-	struct tfs_stream *s = w->h->stream;
+	struct tfs_sink *sink = w->h->sink;
 
 	pthread_mutex_lock(&tfs.lock);
-	list_add_tail(&s->writes, &w->node);
-	start_next(s);
+	list_add_tail(&sink->writes, &w->node);
+	start_next(sink);
 	pthread_mutex_unlock(&tfs.lock);
 }
 
@@ -460,7 +539,7 @@ void writer_flush(fuse_req_t req, struct tfs_handle *h)
 void writer_release(struct tfs_handle *h)
 {
 	if (h->ws.kept_len && jsonline_end(&h->ws.jl) != JSONLINE_EMPTY)
-		tfs_log(LOG_WARNING, "run %s stream %s: dropped an incomplete value of %zu bytes at the last close (not sent)",
-			h->stream->run->id, h->stream->name, h->ws.kept_len);
+		tfs_log(LOG_WARNING, "%s: dropped an incomplete value of %zu bytes at the last close (not sent)",
+			LABEL(h->sink), h->ws.kept_len);
 	drop_kept(&h->ws);
 }

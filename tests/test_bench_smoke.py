@@ -94,3 +94,4 @@ def test_bench_volume_reports_rss_after_the_volume(tmp_path: Path) -> None:
 def test_bench_rejects_unknown_scenario() -> None:
     r = run_bench(["--only", "nonsense"], timeout=30)
     assert r.returncode == 2 and "unknown nonsense" in r.stderr
+

@@ -84,7 +84,7 @@ def test_runs_lists_live_runs_with_a_secret_key(mount, server, run):
     names = os.listdir(mount.path("runs"))
     assert run in names
     assert finished not in names
-    assert os.listdir(mount.path()) == ["runs"]     # .triggerfs-stats is hidden
+    assert sorted(os.listdir(mount.path())) == ["runs", "waitpoints"]  # .triggerfs-stats is hidden
     # A run used through the mount is listed, finished or not.
     os.stat(mount.path("runs", finished))
     assert finished in os.listdir(mount.path("runs"))
@@ -99,7 +99,7 @@ def test_runs_lists_the_runs_in_scope_with_a_token(mount_factory, server, run):
 
 def test_input_lists_streams_used(mount, server, run):
     base = mount.path("runs", run)
-    assert sorted(os.listdir(base)) == ["input", "log"]
+    assert sorted(os.listdir(base)) == ["input", "log", "output", "status"]
     assert os.listdir(os.path.join(base, "input")) == []
     r = sh('echo 1 > "$B/input/alpha" && cat "$B/log/beta"', env={"B": base})
     assert r.returncode == 0, r.stderr
@@ -155,7 +155,7 @@ def test_key_file_readable_by_others_is_refused(mount_factory, server):
     # The same file with mode 0600 mounts.
     os.chmod(path, 0o600)
     ok = mount_factory(key=None, options=[f"secret_key_file={path}"])
-    assert os.listdir(ok.path()) == ["runs"]
+    assert sorted(os.listdir(ok.path())) == ["runs", "waitpoints"]
 
 
 def test_expired_token_is_refused(mount_factory, server, run):

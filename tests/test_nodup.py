@@ -259,3 +259,46 @@ def test_writes_on_a_mount_through_lost_answers_are_stored_once(server, run, pat
     faults = proxy.faults()
     assert faults["cut"] >= 60 and faults["502"] >= 20 and faults["drop"] >= 20, faults
     check_attempts(proxy, n)
+
+
+def test_writes_to_a_followed_stream_through_lost_answers_are_stored_once(
+        server, run, pattern_proxy, mount_factory, tmp_path):
+    """While a reader of the mount follows the stream, the daemon takes where
+    the stream stands from that subscription instead of reading the tail
+    before its first send (client/api.c, send_begin).  Checking sends whose
+    answer was lost must stay exact: the very first send never reaches the
+    server though all of it went out, its value is one someone else stored
+    before (it must be sent again, not taken for stored), identical values
+    are counted apart, and the reader sees every record once."""
+    for _ in range(3):
+        server.send(run, "fol", "yes")
+    proxy = pattern_proxy(("drop", "pass", "cut", "502", "pass", "cut", "pass"))
+    m = mount_factory(api_url=proxy.url)
+    out = tmp_path / "reader"
+    with open(out, "wb") as f:
+        reader = subprocess.Popen(["cat", m.input(run, "fol")], stdout=f,
+                                  stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        m.wait_parked(1)
+        n = 70
+        values = ["yes" if i % 3 != 1 else {"n": i} for i in range(n)]
+        lines = "".join(compact(v) + "\n" for v in values)
+        r = sh('while IFS= read -r v; do printf "%s\\n" "$v" >> "$S" || exit 9; done',
+               env={"S": m.input(run, "fol")}, input=lines.encode(), timeout=60)
+        assert (r.returncode, r.stderr) == (0, b"")
+        assert [v for _, v in server.records(run, "fol")] == ["yes"] * 3 + values
+        faults = proxy.faults()
+        assert proxy.sends_list()[0][1] == "drop"
+        assert faults["cut"] >= 15 and faults["502"] >= 5 and faults["drop"] >= 5, faults
+        check_attempts(proxy, n)
+        # The reader's subscription, then one read per send whose outcome
+        # was unknown: no read of the tail before the first send.
+        assert proxy.stream_reads(run, "fol") == 1 + faults["cut"] + faults["502"] + faults["drop"]
+        server.cancel(run)
+        _, err = reader.communicate(timeout=30)
+        assert reader.returncode == 0, err
+        assert out.read_text().splitlines() == [compact(v) for v in ["yes"] * 3 + values]
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()

@@ -136,7 +136,7 @@ def test_credential_files_of_the_owner_alone_are_accepted(mount_factory, server,
     path = write_secret(m.tmp, "cred", server.secret_key, mode)
     m.options.append(f"secret_key_file={path}")
     m.start()
-    assert os.listdir(m.path()) == ["runs"]
+    assert sorted(os.listdir(m.path())) == ["runs", "waitpoints"]
 
 
 def test_credential_file_symlink_and_directory_are_refused(mount_factory, server):
@@ -245,7 +245,7 @@ def test_other_users_cannot_use_the_mount(mount, server, run):
     assert server.request_log_entries()[mark:] == []
     assert [v for _, v in server.records(run, "private")] == [1]
     # The owner still can.
-    assert os.listdir(mount.path()) == ["runs"]
+    assert sorted(os.listdir(mount.path())) == ["runs", "waitpoints"]
 
 
 # ------------------------------------------------ plain http

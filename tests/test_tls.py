@@ -37,10 +37,13 @@ def link(server, tmp_path):
 
 
 def parked_heads(m: Mount, paths: list) -> list:
-    """One `head -n1` per path, each parked at the end of its stream."""
+    """One `head -n1` per path, each waiting at the end of its stream: its
+    file open and followed.  (Counted by subscriptions, not parked reads: a
+    kernel FUSE request timeout, when set, answers parked reads EINTR for
+    head to read again, so their count wavers.)"""
     procs = [spawn_sh('exec head -n1 "$S"', env={"S": p}) for p in paths]
     try:
-        m.wait_parked(len(paths), timeout=20 * SLACK)
+        m.wait_stats(20 * SLACK, subscriptions=len(paths))
     except BaseException:
         for p in procs:
             kill_group(p)

@@ -43,6 +43,15 @@ def reduce(results: dict) -> dict:
         out["latency"] = {way: {k: med(lat[way], k) for k in ("p50_ms", "p99_ms", "max_ms")}
                           | ({"errors": errors(lat[way])} if errors(lat[way]) else {})
                           for way in lat if isinstance(lat[way], list)}
+    ou = results.get("output")
+    if ou and "error" not in ou:
+        out["output"] = {
+            "send": {w: {"records_per_s": med(r, "records_per_s")}
+                     | ({"errors": errors(r)} if errors(r) else {})
+                     for w, r in ou["send"].items()},
+            "latency": {w: {k: med(r, k) for k in ("p50_ms", "p99_ms")}
+                        | ({"errors": errors(r)} if errors(r) else {})
+                        for w, r in ou["latency"].items()}}
     wt = results.get("waiters")
     if wt and "error" not in wt:
         keys = ("setup_s", "release_s", "sends_s", "after_sends_s", "threads", "rss",
@@ -116,6 +125,13 @@ def table_rows(red: dict, results: dict) -> list:
         for p in ("p50", "p99"):
             rows.append(by_way(f"2 latency {p} ms ({n} round trips)", red["latency"],
                                lambda x, p=p: x[f"{p}_ms"]))
+    if "output" in red:
+        o, n = red["output"], results["output"]
+        rows.append(by_way(f"7 output append {n['records']} records: records/s [o]",
+                           o["send"], lambda x: x["records_per_s"]))
+        for p in ("p50", "p99"):
+            rows.append(by_way(f"7 output latency {p} ms ({n['round_trips']} round trips)",
+                               o["latency"], lambda x, p=p: x[f"{p}_ms"]))
     if "waiters" in red:
         w, sh = red["waiters"], results["waiters"].get("shape", {})
         fs = w.get("triggerfs", {})
@@ -179,6 +195,14 @@ NOTES = {
            "    no reader: the same sends to other streams of the same runs, before.",
     "[e]": "[e] -o cache_mem (default 16 MiB) bounds it; the rest is read back from\n"
            "    the cache directory.",
+    "[o]": "[o] output streams: triggerfs `cat FILE > runs/R/output/S` (each write's\n"
+           "    values one S2 batch, the write returning when stored); direct:\n"
+           "    trigger_output_append of every line at once; sdk: the published SDK's\n"
+           "    streams.writer (StreamsWriterV2: S2 append session, BatchTransform\n"
+           "    lingering X-S2-Flush-Interval-Ms) run outside a task with core's\n"
+           "    StandardRealtimeStreamsManager.  Latency: write one value, time until a\n"
+           "    reader of the output stream has it (triggerfs: a read(2) parked on\n"
+           "    runs/R/output/S; direct: trigger_subscribe_output; sdk: streams.read).",
 }
 RATIOS = ("Ratios: triggerfs / other of the value shown (records/s: below 1 is slower;\n"
           "ms, s and cpu: below 1 is better).")

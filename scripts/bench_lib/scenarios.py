@@ -35,6 +35,7 @@ class Config:
     par_streams: int = 10
     par_records: int = 1000             # per stream
     round_trips: int = 1000
+    out_round_trips: int = 200         # output streams: the SDK lingers 200 ms each
     w_runs: int = 100                   # many waiters: runs x streams x readers
     w_streams: int = 10
     w_readers: int = 10
@@ -52,6 +53,7 @@ class Config:
         if not quick:
             return cls(quick=False)
         return cls(quick=True, reps=3, send_records=2000, par_records=200, round_trips=200,
+                   out_round_trips=50,
                    w_runs=10, stat_samples=200, cost_sizes=[1000, 10000],
                    cost_min_records=10000, vol_bytes=256 << 20)
 
@@ -222,6 +224,59 @@ def scenario_latency(b: Bench, cfg: Config, run: str) -> dict:
                 b.log(f"latency {way} rep {rep}")
                 out[way].append(attempt(lambda: latency_once(
                     b, m, way, run, f"lat-{way}-{rep}", cfg.round_trips)))
+    return out
+
+
+# ---- 7. output streams -------------------------------------------------------
+
+def output_send_once(b: Bench, m: Mount, way: str, run: str, records: Path,
+                     stream: str) -> dict:
+    """Append throughput: every record to one output stream."""
+    n = sum(1 for _ in open(records))
+    if way == "triggerfs":
+        # What a user types; the shell's start is a few ms of the total.
+        t0 = time.monotonic()
+        b.shell(CAT, [str(records), str(m.stream(run, stream, "output"))], "output-cat", 600)
+        seconds = time.monotonic() - t0
+    elif way == "direct":
+        seconds = b.run([b.prog("bench/bench-direct"), "output-send", str(records), run,
+                         stream], "direct-output", timeout=600)["seconds"]
+    else:
+        seconds = b.run(node("bench_output.mjs"), "sdk-output", timeout=600, cwd=SDK_DIR,
+                        env=sdk_env(b, MODE="send", RUN_ID=run, STREAM_ID=stream,
+                                    RECORDS_FILE=records))["seconds"]
+    return {"records": n, "seconds": seconds, "records_per_s": n / seconds}
+
+
+def output_latency_once(b: Bench, m: Mount, way: str, run: str, stream: str, n: int) -> dict:
+    """Delivery latency: write one value, time until a reader has it."""
+    timeout = 60 + n * 0.5
+    if way == "triggerfs":
+        r = b.run([b.prog("bench/bench-fslatency"), str(m.stream(run, stream, "output")),
+                   str(m.stats_path), str(n)], "fs-output-latency", timeout)
+    elif way == "direct":
+        r = b.run([b.prog("bench/bench-direct"), "output-latency", run, stream, str(n)],
+                  "direct-output-latency", timeout)
+    else:
+        r = b.run(node("bench_output.mjs"), "sdk-output-latency", timeout, cwd=SDK_DIR,
+                  env=sdk_env(b, MODE="latency", RUN_ID=run, STREAM_ID=stream, COUNT=n))
+    if len(r["samples_ns"]) != n:
+        raise BenchError(f"{way}: {len(r['samples_ns'])} samples, not {n}")
+    return summary_ms(r["samples_ns"])
+
+
+def scenario_output(b: Bench, cfg: Config, run: str) -> dict:
+    records = b.records_file(cfg.send_records)
+    out: dict = {"send": {w: [] for w in cfg.ways}, "latency": {w: [] for w in cfg.ways},
+                 "records": cfg.send_records, "round_trips": cfg.out_round_trips}
+    with b.mount("output") as m:
+        for rep in range(cfg.reps):
+            for way in rotated(cfg.ways, rep):
+                b.log(f"output {way} rep {rep}")
+                out["send"][way].append(attempt(lambda: output_send_once(
+                    b, m, way, run, records, f"out-{way}-{rep}")))
+                out["latency"][way].append(attempt(lambda: output_latency_once(
+                    b, m, way, run, f"outlat-{way}-{rep}", cfg.out_round_trips)))
     return out
 
 
@@ -423,6 +478,24 @@ def cost_deliver(b: Bench, m: Mount, run: str, n: int, r: int) -> dict:
         reader.stop()
 
 
+def consumer_view(b: Bench, m: Mount, run: str, n: int) -> dict:
+    """The cost of the consumer's view: `head -n N` of n records already
+    held, through input/S (one record per read, each taken) and through
+    log/S (reads as large as the kernel asks): wall and daemon CPU."""
+    stream = f"consumer-view-{n}"
+    b.run([b.prog("bench/bench-direct"), "send", str(b.records_file(n)), run, stream],
+          "view-direct-send", timeout=60 + n / 200)
+    size = os.stat(m.stream(run, stream, "log")).st_size      # caught up by the stat
+    out = {"records": n, "bytes": size}
+    for kind in ("log", "input"):
+        c0, t0 = m.cpu_s(), time.monotonic()
+        b.shell('head -n "$1" "$2" > /dev/null', [str(n), str(m.stream(run, stream, kind))],
+                f"view-{kind}", timeout=120 + n / 100)
+        out[f"{kind}_s"] = time.monotonic() - t0
+        out[f"{kind}_cpu_s"] = m.cpu_s() - c0
+    return out
+
+
 def cost_schedule(cfg: Config) -> list:
     """(size, repetition) in time order: the small sizes repeat (CPU time
     comes in 10 ms ticks) and their repetitions are spread evenly among the
@@ -449,6 +522,8 @@ def scenario_cost(b: Bench, cfg: Config, run: str) -> dict:
                 cpu[kind][n] = cpu[kind].get(n, 0.0) + c
             if n == max(cfg.cost_sizes):
                 out["retained"] = {k: res["deliver"][k] for k in ("log_bytes", "rss_growth")}
+        view = attempt(lambda: consumer_view(b, m, run, max(cfg.cost_sizes)))
+        out["consumer_view"] = view
     for kind in cpu:
         for n, total in cpu[kind].items():
             out[f"{kind}_us"][str(n)] = total / (n * out["repeats"][str(n)]) * 1e6
@@ -552,14 +627,16 @@ def scenario_volume(b: Bench, cfg: Config, run: str) -> dict:
 
 def run_all(b: Bench, cfg: Config, only: Optional[set]) -> dict:
     want = (lambda s: only is None or s in only)
-    need_run = any(want(s) for s in ("send", "latency", "cost", "memory", "volume"))
+    need_run = any(want(s) for s in ("send", "latency", "cost", "memory", "volume",
+                                     "output"))
     run = b.make_runs(1)[0][0] if need_run else ""
     results: dict = {}
     steps = [("send", lambda: scenario_send(b, cfg, run)),
              ("latency", lambda: scenario_latency(b, cfg, run)),
              ("waiters", lambda: scenario_waiters(b, cfg)),
              ("cost", lambda: scenario_cost(b, cfg, run)),
-             ("volume", lambda: scenario_volume(b, cfg, run))]
+             ("volume", lambda: scenario_volume(b, cfg, run)),
+             ("output", lambda: scenario_output(b, cfg, run))]
     for name, fn in steps:
         if want(name) or (name in ("waiters", "cost") and want("memory")):
             t0, load0 = time.monotonic(), loadavg()

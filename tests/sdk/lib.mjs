@@ -110,3 +110,14 @@ function redact(auth) {
   const cred = auth.replace(/^Bearer /, "");
   return cred.split(".").length === 3 ? "Bearer <jwt>" : "Bearer <secret key>";
 }
+
+// The S2 client inside the SDK's streams.writer talks to the X-S2-Endpoint
+// with its HTTP/2 session protocol (s2s) in Node, and with its fetch
+// transport (S2's JSON API over HTTP/1.1) where it cannot use HTTP/2:
+// browsers and Cloudflare workerd, which it recognises by WebSocketPair.
+// The local server speaks the JSON API only, so scripts that write an output
+// stream make the S2 client pick its fetch transport; the rest of the
+// writer (PUT, StreamsWriterV2, BatchTransform's linger) is unchanged.
+export function s2FetchTransport() {
+  globalThis.WebSocketPair ??= class {};
+}
