@@ -95,3 +95,18 @@ def test_bench_rejects_unknown_scenario() -> None:
     r = run_bench(["--only", "nonsense"], timeout=30)
     assert r.returncode == 2 and "unknown nonsense" in r.stderr
 
+
+
+def test_bench_quick_output_reports_every_way(tmp_path: Path) -> None:
+    """Output streams: append throughput and delivery latency, each way."""
+    report = tmp_path / "bench.json"
+    r = run_bench(["--quick", "--only", "output", "--reps", "1", "--json", str(report)],
+                  timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(report.read_text())
+    assert doc["errors"] == []
+    for way in WAYS:
+        assert positive(doc["medians"]["output"]["send"][way]["records_per_s"]), way
+        lat = doc["medians"]["output"]["latency"][way]
+        assert positive(lat["p50_ms"]) and lat["p99_ms"] >= lat["p50_ms"], (way, lat)
+    assert "7 output append" in doc["table"] and doc["table"] in r.stdout
