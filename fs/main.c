@@ -562,6 +562,27 @@ static int serve(struct fuse_cmdline_opts *fo, struct tfs_options *o,
 	return ret < 0 ? 1 : 0;
 }
 
+/* After a lazy unmount there is nothing left to unmount, and fusermount
+ * would only print a spurious error; libfuse still frees its state in
+ * fuse_session_unmount, so it is called with stderr on /dev/null. */
+static void unmount(void)
+{
+	int saved = -1, null;
+
+	if (tfs.unmounted && (null = open("/dev/null", O_WRONLY | O_CLOEXEC)) >= 0) {
+		fflush(stderr);
+		saved = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+		dup2(null, STDERR_FILENO);
+		close(null);
+	}
+	fuse_session_unmount(tfs.se);
+	if (saved >= 0) {
+		fflush(stderr);
+		dup2(saved, STDERR_FILENO);
+		close(saved);
+	}
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -609,9 +630,7 @@ int main(int argc, char *argv[])
 	if (fuse_set_signal_handlers(tfs.se) == 0) {
 		if (fuse_session_mount(tfs.se, fo.mountpoint) == 0) {
 			ret = serve(&fo, &o, send_to);
-			/* After a lazy unmount, fusermount would only complain. */
-			if (!tfs.unmounted)
-				fuse_session_unmount(tfs.se);
+			unmount();
 		}
 		fuse_remove_signal_handlers(tfs.se);
 	}

@@ -253,7 +253,8 @@ class DevServer:
                 status, rheaders, raw = resp.status, resp.headers, resp.read()
         except urllib.error.HTTPError as e:
             status, rheaders, raw = e.code, e.headers, e.read()
-        if (rheaders.get("Content-Type") or "").startswith("application/json"):
+        if (rheaders.get("Content-Type") or "").startswith(("application/json",
+                                                            "application/problem+json")):
             return status, rheaders, json.loads(raw)
         return status, rheaders, raw.decode(errors="replace")
 
@@ -269,9 +270,11 @@ class DevServer:
         return resp["id"], headers["x-trigger-jwt"]
 
     @staticmethod
-    def stream_path(run: str, stream: str) -> str:
-        return (f"/realtime/v1/streams/{urllib.parse.quote(run, safe='')}/input/"
-                f"{urllib.parse.quote(stream, safe='')}")
+    def stream_path(run: str, stream: str, output: bool = False) -> str:
+        """The route of an input stream, or with `output` the read route of
+        an output stream."""
+        return (f"/realtime/v1/streams/{urllib.parse.quote(run, safe='')}/"
+                f"{'' if output else 'input/'}{urllib.parse.quote(stream, safe='')}")
 
     def send(self, run: str, stream: str, value: Any, token: Optional[str] = None) -> None:
         status, _, body = self.api("POST", self.stream_path(run, stream), {"data": value},
@@ -279,42 +282,77 @@ class DevServer:
         assert (status, body) == (200, {"ok": True}), (status, body)
 
     def cancel(self, run: str) -> None:
+        """Cancel and wait until the run is finished (the server keeps a
+        cancelled run pending-cancel for a moment, as a worker would)."""
         status, _, body = self.api("POST", f"/api/v2/runs/{run}/cancel")
         assert (status, body) == (200, {"id": run}), (status, body)
+        wait_for(lambda: self.api("GET", f"/api/v3/runs/{run}")[2].get("isCompleted"),
+                 what=f"{run} to finish after its cancel")
 
     def sse(self, run: str, stream: str, token: Optional[str] = None,
-            headers: Optional[dict] = None, timeout: float = 10.0) -> SSE:
-        return SSE(self, self.stream_path(run, stream), token, headers, timeout)
+            headers: Optional[dict] = None, timeout: float = 10.0, output: bool = False) -> SSE:
+        return SSE(self, self.stream_path(run, stream, output), token, headers, timeout)
 
     def raw_records(self, run: str, stream: str, last_event_id: Any = None,
-                    token: Optional[str] = None, timeout: float = 10.0) -> list:
+                    token: Optional[str] = None, timeout: float = 10.0,
+                    output: bool = False) -> list:
         """Every stored record after `last_event_id`, as the records[] dicts
-        of the SSE batches, read until caught up (a batch whose tail says
-        nothing follows, or the ping sent when there is nothing to replay)."""
+        of the SSE batches, read until caught up (the server sends a ping
+        as soon as the reader has caught up)."""
         headers = {"Timeout-Seconds": "60"}
         if last_event_id is not None:
             headers["Last-Event-ID"] = str(last_event_id)
         out: list = []
         deadline = time.monotonic() + timeout
-        with self.sse(run, stream, token, headers, timeout) as s:
+        with self.sse(run, stream, token, headers, timeout, output) as s:
             assert s.status == 200, (s.status, s.body())
             for ev in s.events():
                 if ev.get("event") == "batch":
-                    batch = json.loads(ev["data"])
-                    out += batch["records"]
-                    if out[-1]["seq_num"] + 1 >= batch["tail"]["seq_num"]:
-                        return out
-                elif ev.get("event") == "ping" and not out:
+                    out += json.loads(ev["data"])["records"]
+                elif ev.get("event") == "ping":
                     return out
                 if time.monotonic() > deadline:
                     break
         raise AssertionError(f"SSE for {run}/{stream} did not catch up within {timeout}s")
 
     def records(self, run: str, stream: str, last_event_id: Any = None,
-                token: Optional[str] = None, timeout: float = 10.0) -> list:
+                token: Optional[str] = None, timeout: float = 10.0,
+                output: bool = False) -> list:
         """[(seq, value sent)] read through SSE until caught up."""
         return [(r["seq_num"], envelope_value(r["body"]))
-                for r in self.raw_records(run, stream, last_event_id, token, timeout)]
+                for r in self.raw_records(run, stream, last_event_id, token, timeout, output)]
+
+    def open_output(self, run: str, stream: str, token: Optional[str] = None) -> dict:
+        """PUT the output stream as streams.writer does -> its X-S2-* headers."""
+        status, headers, body = self.api(
+            "PUT", f"/realtime/v1/streams/{run}/self/{urllib.parse.quote(stream, safe='')}",
+            token=token)
+        assert (status, body) == (202, {"version": "v2"}), (status, body)
+        return {k: v for k, v in headers.items() if k.lower().startswith("x-s2-")}
+
+    def s2_append(self, s2: dict, bodies: list, token: Optional[str] = None) -> tuple:
+        """POST records to the S2 endpoint that `s2` (open_output's answer)
+        points at -> (status, parsed answer)."""
+        url = (f"{s2['X-S2-Endpoint']}/streams/"
+               f"{urllib.parse.quote(s2['X-S2-Stream-Name'], safe='')}/records")
+        req = urllib.request.Request(url, method="POST", data=json.dumps(
+            {"records": [{"body": b} for b in bodies]}).encode(), headers={
+            "Authorization": f"Bearer {token or s2['X-S2-Access-Token']}",
+            "S2-Format": "raw", "S2-Basin": s2["X-S2-Basin"],
+            "Content-Type": "application/json"})
+        try:
+            with _OPENER.open(req, timeout=30) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def write_output(self, run: str, stream: str, values: list) -> None:
+        """Append values as streams.writer does: each one record whose
+        envelope's data is the value itself."""
+        s2 = self.open_output(run, stream)
+        bodies = [json.dumps({"data": v, "id": f"p{i:06d}"}) for i, v in enumerate(values)]
+        status, ack = self.s2_append(s2, bodies)
+        assert status == 200, ack
 
     def request_log_entries(self) -> list:
         try:

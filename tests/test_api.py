@@ -5,6 +5,8 @@ waitpoints, limits, and 2,000 concurrent subscribers."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import http.client
 import json
 import os
@@ -20,13 +22,18 @@ from devserver_ctl import DEVSERVER, NOAUTH, DevServer, envelope_value, wait_for
 
 FORBIDDEN = {"error": "Unauthorized", "code": "unauthorized", "param": "access_token",
              "type": "authorization"}
-INVALID_KEY = {"error": "Invalid API Key"}
-DOCS = "See https://trigger.dev/docs/frontend/overview#authentication for more information."
-TOKEN_INVALID = {"error": f"Public Access Token is invalid. {DOCS}"}
-TOKEN_EXPIRED = {"error": f"Public Access Token has expired. {DOCS}"}
+INVALID_KEY = {"error": "Invalid API key"}
+MISSING_KEY = {"error": "Invalid or Missing API key"}
+NO_AUTHORIZATION = {"title": "Unauthorized", "status": 401,
+                    "type": "https://developer.mozilla.org/en-US/docs/Web/HTTP/Status/401",
+                    "detail": "No authorization header provided",
+                    "error": "No authorization header provided"}
+TOKEN_INVALID = {"error": "Public Access Token is invalid"}
+TOKEN_NO_ENV = {"error": "Invalid Public Access Token"}
 RUN_ID = re.compile(r"run_[a-z0-9]+")
 ENVELOPE = re.compile(r'\{"data":("(?:[^"\\]|\\.)*"),"id":"inp_[0-9a-f]{12}"\}')
 MIB = 1024 * 1024
+API_VERSION = {"x-trigger-api-version": "2025-07-16"}
 
 
 def stream(run: str, name: str = "chat") -> str:
@@ -52,8 +59,15 @@ def sse_status(server, run, name="chat", token=None, headers=None) -> tuple:
     ("GET", "/api/v1/waitpoints/tokens/waitpoint_x"),
 ])
 def test_no_credential_and_wrong_key_are_401_on_every_route(server, method, path):
+    """Under /api/ a missing header is answered by the rate limiter first."""
     body = {"data": 1} if method == "POST" else None
-    for token in (NOAUTH, "tr_dev_" + "x" * 24, "not-a-key"):
+    status, headers, resp = server.api(method, path, body, token=NOAUTH)
+    if path.startswith("/api/"):
+        assert (status, resp) == (401, NO_AUTHORIZATION)
+        assert headers["Content-Type"] == "application/problem+json; charset=utf-8"
+    else:
+        assert (status, resp) == (401, MISSING_KEY)
+    for token in ("tr_dev_" + "x" * 24, "not-a-key"):
         status, _, resp = server.api(method, path, body, token=token)
         assert (status, resp) == (401, INVALID_KEY), token
 
@@ -87,8 +101,8 @@ def test_malformed_jwts_are_401(server, run):
 
 def test_expired_jwt_is_401(server, run):
     token = server.mint([f"write:inputStreams:{run}"], exp_in=-1)
-    assert server.api("POST", stream(run), {"data": 1}, token=token)[::2] == (401, TOKEN_EXPIRED)
-    assert sse_status(server, run, token=token) == (401, TOKEN_EXPIRED)
+    assert server.api("POST", stream(run), {"data": 1}, token=token)[::2] == (401, TOKEN_INVALID)
+    assert sse_status(server, run, token=token) == (401, TOKEN_INVALID)
 
 
 def test_bad_signature_and_bad_claims_are_401(server, run):
@@ -99,10 +113,8 @@ def test_bad_signature_and_bad_claims_are_401(server, run):
         (server.mint(scopes, aud="https://other.example"), TOKEN_INVALID),
         (server.mint(scopes, iss=None), TOKEN_INVALID),
         (server.mint(scopes, nbf=int(time.time()) + 600), TOKEN_INVALID),
-        (server.mint(scopes, sub="c" * 25),
-         {"error": "Invalid Public Access Token, environment not found."}),
-        (server.mint(scopes, sub=None),
-         {"error": "Invalid Public Access Token, missing subject."}),
+        (server.mint(scopes, sub="c" * 25), TOKEN_NO_ENV),
+        (server.mint(scopes, sub=None), TOKEN_NO_ENV),
     ]
     for token, expected in cases:
         status, _, body = server.api("POST", stream(run), {"data": 1}, token=token)
@@ -124,12 +136,13 @@ def test_jwt_with_wrong_scope_or_for_another_run_is_403(server, run):
     for token in tokens:
         status, _, body = server.api("POST", stream(run), {"data": 1}, token=token)
         assert (status, body) == (403, FORBIDDEN)
-    # 403 comes before 404: a token for one run cannot probe for others.
+    # A send (an action) checks the scopes before the run: 403, not 404.
     token = server.mint([f"write:inputStreams:{run}"])
     status, _, body = server.api("POST", stream("run_doesnotexist"), {"data": 1}, token=token)
     assert (status, body) == (403, FORBIDDEN)
+    # A read (a loader) looks the run up first: 404, as the real server.
     assert sse_status(server, "run_doesnotexist", token=server.mint([f"read:runs:{run}"])) == \
-        (403, FORBIDDEN)
+        (404, {"error": "Not found"})
     assert server.records(run, "chat") == []      # nothing was stored
 
 
@@ -172,7 +185,7 @@ def test_trigger_jwt_header_is_a_run_scoped_token(server):
     assert jwt.get_unverified_header(token) == {"alg": "HS256"}
     assert claims["scopes"] == [f"read:runs:{run}", f"write:inputStreams:{run}"]
     assert claims["sub"] == server.env_id and claims["pub"] is True
-    assert claims["exp"] - claims["iat"] == 15 * 60
+    assert claims["exp"] - claims["iat"] == 3600        # 1 hour
     server.send(run, "chat", {"from": "token"}, token=token)
     assert server.records(run, "chat", token=token) == [(0, {"from": "token"})]
     assert server.api("GET", f"/api/v3/runs/{run}", token=token)[0] == 200
@@ -253,7 +266,7 @@ def test_retrieve_run(server):
     assert body["taskIdentifier"] == "demo" and body["payload"] == {"a": [1, 2.5]}
     assert body["isExecuting"] is True and body["isCompleted"] is False
     assert "finishedAt" not in body
-    for key in ("createdAt", "updatedAt", "startedAt"):
+    for key in ("createdAt", "updatedAt"):
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", body[key])
     for key, kind in (("tags", list), ("costInCents", int), ("baseCostInCents", int),
                       ("durationMs", int), ("depth", int), ("triggerFunction", str),
@@ -261,13 +274,18 @@ def test_retrieve_run(server):
                       ("isFailed", bool), ("isCancelled", bool), ("isQueued", bool),
                       ("isWaiting", bool)):
         assert isinstance(body[key], kind), key
-    assert server.api("GET", "/api/v3/runs/run_nope")[::2] == (404, {"error": "Run not found"})
+    # The real server reads a replica: a 404 says it may be lag.
+    status, headers, body = server.api("GET", "/api/v3/runs/run_nope")
+    assert (status, body) == (404, {"error": "Not found"})
+    assert headers["x-should-retry"] == "true"
 
 
 def test_list_runs_newest_first_with_filters_and_cursor(make_server):
     srv = make_server()
     runs = [srv.trigger_run()[0] for _ in range(5)]
     srv.cancel(runs[1])
+    wait_for(lambda: srv.api("GET", f"/api/v3/runs/{runs[1]}")[2]["isCompleted"],
+             what="the pending cancel to end")
     status, _, body = srv.api("GET", "/api/v1/runs")
     assert status == 200
     assert [r["id"] for r in body["data"]] == runs[::-1]
@@ -285,16 +303,25 @@ def test_list_runs_newest_first_with_filters_and_cursor(make_server):
     assert [(r["id"], r["status"]) for r in body["data"]] == [(runs[1], "CANCELED")]
     assert srv.api("GET", "/api/v1/runs?filter[status]=BOGUS")[0] == 400
     assert srv.api("GET", "/api/v1/runs?page[size]=0")[0] == 400
+    # Both status namings are accepted (FROZEN is the legacy WAITING).
+    assert srv.api("GET", "/api/v1/runs?filter[status]=FROZEN")[0] == 200
     assert srv.api("GET", "/api/v1/runs", token=srv.mint(["read:runs"]))[0] == 200
+    assert srv.api("GET", "/api/v1/runs", token=srv.mint(["read:tasks"]))[0] == 200
+    assert srv.api("GET", "/api/v1/runs", token=srv.mint(["read:tasks:demo"]))[::2] == \
+        (403, FORBIDDEN)
     assert srv.api("GET", "/api/v1/runs", token=srv.mint(["read:all"]))[0] == 200
     assert srv.api("GET", "/api/v1/runs", token=srv.mint([f"read:runs:{runs[0]}"]))[::2] == \
         (403, FORBIDDEN)
 
 
 def test_cancel_finishes_the_run(server, run):
+    """As a run a worker executes: pending cancel (still EXECUTING) for a
+    moment, then CANCELED and finished."""
     server.send(run, "chat", "before")
     assert server.api("POST", f"/api/v2/runs/{run}/cancel")[::2] == (200, {"id": run})
-    body = server.api("GET", f"/api/v3/runs/{run}")[2]
+    body = wait_for(lambda: (lambda b: b if b["isCompleted"] else None)(
+        server.api("GET", f"/api/v3/runs/{run}", headers=API_VERSION)[2]),
+        what="the cancel to finish the run")
     assert (body["status"], body["isCompleted"], body["isCancelled"]) == ("CANCELED", True, True)
     assert re.fullmatch(r"\d{4}-.*Z", body["finishedAt"])
     status, _, body = server.api("POST", stream(run), {"data": "after"})
@@ -302,7 +329,7 @@ def test_cancel_finishes_the_run(server, run):
                                     "error": "Cannot send to input stream on a completed run"})
     assert server.records(run, "chat") == [(0, "before")]   # still replayed
     assert server.api("POST", "/api/v2/runs/run_nope/cancel")[::2] == \
-        (404, {"error": "Run not found"})
+        (404, {"error": "Resource not found"})
     token = server.mint([f"write:runs:{run}"])
     assert server.api("POST", f"/api/v2/runs/{run}/cancel", token=token)[0] == 200
 
@@ -348,18 +375,27 @@ def test_send_serialises_like_javascript(server, run):
     assert got == expected
 
 
-def test_send_invalid_bodies_are_400_and_never_500(server, run):
+def test_send_invalid_bodies(server, run):
+    """As the real route: a body that is not JSON is the catch-all 500, JSON
+    that is not an object 400; an object without data is stored (a record
+    without data, which readers skip)."""
     invalid = {"ok": False, "error": "Invalid request body"}
-    bad = [b"", b"{", b"not json", b"[1,2]", b"null", b'"data"', b'{"value":1}',
-           b'{"data":NaN}', b'{"data":Infinity}', b'{"data":1} x',
-           b"[" * 100000 + b"]" * 100000, b'{"data":' + b"[" * 5000 + b"]" * 5000 + b"}",
-           b'{"data":"\x00"}']
-    for body in bad:
+    for body in (b"", b"{", b"not json", b'{"data":NaN}', b'{"data":Infinity}',
+                 b'{"data":1} x', b'{"data":' + b"[" * 5000 + b"]" * 5000 + b"}",
+                 b'{"data":"\x00"}'):
+        status, _, resp = server.api("POST", stream(run), body)
+        assert (status, resp) == (500, {"error": "Internal Server Error"}), body[:40]
+    for body in (b"[1,2]", b"null", b'"data"', b"5"):
         status, _, resp = server.api("POST", stream(run), body)
         assert (status, resp) == (400, invalid), body[:40]
     assert server.records(run, "chat") == []
+    for body in (b"{}", b'{"value":1}'):
+        assert server.api("POST", stream(run), body)[::2] == (200, {"ok": True})
+    raw = server.raw_records(run, "chat")
+    assert [r["seq_num"] for r in raw] == [0, 1]
+    assert all(re.fullmatch(r'\{"id":"inp_[0-9a-f]{12}"\}', r["body"]) for r in raw)
     server.send(run, "chat", "still fine")
-    assert server.records(run, "chat") == [(0, "still fine")]
+    assert server.records(run, "chat", last_event_id=1) == [(2, "still fine")]
 
 
 def test_send_to_unknown_run_is_404(server):
@@ -368,7 +404,7 @@ def test_send_to_unknown_run_is_404(server):
 
 
 def test_send_over_1_mib_is_413(server, run):
-    too_large = {"ok": False, "error": "Request body too large"}
+    too_large = {"error": "Request body too large"}
     body = b'{"data":"' + b"x" * (MIB + 1 - 11) + b'"}'
     assert len(body) == MIB + 1
     assert server.api("POST", stream(run), body)[::2] == (413, too_large)
@@ -390,8 +426,7 @@ def test_send_without_content_length_is_413(server, run):
     conn.endheaders()
     conn.send(b"c\r\n{\"data\":123}\r\n0\r\n\r\n")
     resp = conn.getresponse()
-    assert (resp.status, json.loads(resp.read())) == \
-        (413, {"ok": False, "error": "Request body too large"})
+    assert (resp.status, json.loads(resp.read())) == (413, {"error": "Request body too large"})
     conn.close()
 
 
@@ -400,14 +435,21 @@ def test_cors(server, run):
         "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "authorization,content-type"})
     assert status == 200
-    assert headers["Access-Control-Allow-Origin"] == "*"
-    assert "POST" in headers["Access-Control-Allow-Methods"]
+    assert headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert headers["Access-Control-Allow-Methods"] == "GET,HEAD,PUT,PATCH,POST,DELETE"
     assert headers["Access-Control-Allow-Headers"] == "authorization,content-type"
+    assert headers["Access-Control-Max-Age"] == "300"
     _, headers, _ = server.api("POST", stream(run), {"data": 1},
                                headers={"Origin": "https://app.example"})
-    assert headers["Access-Control-Allow-Origin"] == "*"
+    assert headers["Access-Control-Allow-Origin"] == "https://app.example"
+    _, headers, _ = server.api("POST", stream(run), {"data": 1})
+    assert "Access-Control-Allow-Origin" not in headers      # only for an Origin
     _, headers, _ = server.api("POST", "/api/v1/tasks/demo/trigger", {})
-    assert "x-trigger-jwt" in headers["Access-Control-Expose-Headers"]
+    assert headers["Access-Control-Expose-Headers"] == "x-trigger-jwt,x-trigger-jwt-claims"
+    # Routes without a CORS strategy answer none.
+    _, headers, _ = server.api("POST", f"/api/v2/runs/{run}/cancel",
+                               headers={"Origin": "https://app.example"})
+    assert "Access-Control-Allow-Origin" not in headers
 
 
 # ---------------------------------------------------------------- SSE receive
@@ -425,12 +467,13 @@ def test_sse_headers_ping_and_done_after_timeout(server, run):
     t0 = time.monotonic()
     with server.sse(run, "empty", headers={"Timeout-Seconds": "1"}) as s:
         assert s.status == 200
-        assert s.headers["Content-Type"] == "text/event-stream"
+        assert s.headers["Content-Type"] == "text/event-stream; charset=utf-8"
         assert s.headers["X-Stream-Version"] == "v2"
-        assert s.headers["Access-Control-Allow-Origin"] == "*"
+        assert s.headers["Access-Control-Expose-Headers"] == "*, x-trigger-jwt,x-trigger-jwt-claims"
         raw = s.body()
     elapsed = time.monotonic() - t0
-    assert re.fullmatch(rb'event: ping\ndata: \{"timestamp":\d{13}\}\n\ndata: \[DONE\]\n\n', raw)
+    assert re.fullmatch(rb'event: ping\ndata: \{"timestamp":\d{13},"tail":\{"seq_num":0,'
+                        rb'"timestamp":0\}\}\n\ndata: \[DONE\]\n\n', raw)
     assert 0.9 <= elapsed < 3, elapsed
 
 
@@ -439,17 +482,20 @@ def test_sse_batch_format_and_tail(server, run):
     server.send(run, "chat", "two")
     with server.sse(run, "chat", headers={"Timeout-Seconds": "1"}) as s:
         raw = s.body()
-    m = re.fullmatch(rb'id: 1,2,(\d+)\nevent: batch\ndata: (\{.*\})\n\ndata: \[DONE\]\n\n', raw)
+    # A replayed batch has no tail; the ping that says "caught up" has it.
+    m = re.fullmatch(rb'event: batch\ndata: (\{.*\})\nid: 1,2,(\d+)\n\n'
+                     rb'event: ping\ndata: (\{.*\})\n\ndata: \[DONE\]\n\n', raw)
     assert m, raw
-    batch = json.loads(m.group(2))
-    assert list(batch) == ["records", "tail"]
+    batch = json.loads(m.group(1))
+    assert list(batch) == ["records"]
     records = batch["records"]
     assert [list(r) for r in records] == [["seq_num", "timestamp", "body"]] * 2
     assert [r["seq_num"] for r in records] == [0, 1]
     assert records[0]["timestamp"] <= records[1]["timestamp"]
-    assert batch["tail"] == {"seq_num": 2, "timestamp": records[1]["timestamp"]}
+    ping = json.loads(m.group(3))
+    assert ping["tail"] == {"seq_num": 2, "timestamp": records[1]["timestamp"]}
     # the id line counts records and S2 metered bytes (8 + body) sent so far
-    assert int(m.group(1)) == sum(8 + len(r["body"].encode()) for r in records)
+    assert int(m.group(2)) == sum(8 + len(r["body"].encode()) for r in records)
     assert [envelope_value(r["body"]) for r in records] == [{"approved": True}, "two"]
 
 
@@ -484,6 +530,7 @@ def test_sse_resume_with_last_event_id(server, run):
     # X-Trigger-Stream-Start: latest (no Last-Event-ID) starts at the last record.
     with server.sse(run, "chat", headers={"X-Trigger-Stream-Start": "latest",
                                           "Timeout-Seconds": "1"}) as s:
+        # (the first event is the batch of the one record from there)
         assert [r["seq_num"] for r in json.loads(next(s.events())["data"])["records"]] == [3]
     # Past the tail: waits at the tail (S2 clamps), the next record is seq 4.
     with server.sse(run, "chat", headers={"Last-Event-ID": "99",
@@ -512,14 +559,36 @@ def test_sse_unknown_run_is_404(server):
         assert (s.status, json.loads(s.body())) == (404, {"error": "Not found"})
 
 
-def test_sse_pings_every_5_seconds_when_idle(server, run):
-    with server.sse(run, "idle", headers={"Timeout-Seconds": "6"}) as s:
+def test_sse_pings_after_5_to_15_seconds_of_silence(server, run):
+    """S2: a ping at once on catching up, then after every random 5-15 s of
+    silence, each with the tail; Timeout-Seconds is an idle budget that a
+    live batch renews."""
+    with server.sse(run, "idle", headers={"Timeout-Seconds": "40"}, timeout=20) as s:
         t0 = time.monotonic()
-        stamps = [(ev.get("event"), time.monotonic() - t0) for ev in s.events()]
-    assert [name for name, _ in stamps] == ["ping", "ping", None]
+        stamps = []
+        for ev in s.events():
+            stamps.append((ev.get("event"), time.monotonic() - t0, ev["data"]))
+            if len(stamps) == 3:
+                break
+    assert [name for name, _, _ in stamps] == ["ping"] * 3
     assert stamps[0][1] < 0.5
-    assert 4.5 < stamps[1][1] < 5.8
-    assert 5.8 < stamps[2][1] < 7.5
+    for (_, before, _), (_, after, data) in zip(stamps, stamps[1:]):
+        assert 4.5 < after - before < 16, stamps
+        assert json.loads(data)["tail"] == {"seq_num": 0, "timestamp": 0}
+
+
+def test_sse_timeout_is_an_idle_budget(server, run):
+    with server.sse(run, "budget", headers={"Timeout-Seconds": "2"}) as s:
+        t0 = time.monotonic()
+        events = s.events()
+        assert next(events)["event"] == "ping"
+        time.sleep(1.2)
+        server.send(run, "budget", 1)
+        batch = next(events)
+        assert batch["event"] == "batch" and "tail" in json.loads(batch["data"])
+        assert next(events)["data"] == "[DONE]"
+        # 2 s after the record, not 2 s after connecting
+        assert 3.0 < time.monotonic() - t0 < 5.0
 
 
 def test_sse_replay_is_split_into_batches_within_1_mib(server, run):
@@ -529,7 +598,7 @@ def test_sse_replay_is_split_into_batches_within_1_mib(server, run):
     with server.sse(run, "big", headers={"Timeout-Seconds": "30"}) as s:
         batches = [json.loads(ev["data"]) for ev in read_events(s, 2)]
     assert [[r["seq_num"] for r in b["records"]] for b in batches] == [[0, 1], [2]]
-    assert all(b["tail"]["seq_num"] == 3 for b in batches)
+    assert all("tail" not in b for b in batches)       # replayed, not live
     for b in batches:
         assert sum(8 + len(r["body"]) for r in b["records"]) <= MIB
 
@@ -546,6 +615,7 @@ def test_records_and_seq_numbers_survive_kill_9(make_server):
     with srv.sse(run, "chat", headers={"Timeout-Seconds": "30"}) as s:
         events = s.events()
         next(events)                                  # the replay
+        assert next(events)["event"] == "ping"        # caught up
         srv.kill9()
         try:                                          # the connection just ends
             rest = list(events)
@@ -678,27 +748,25 @@ def test_wait_idempotency_and_errors(server, run):
     assert server.api("POST", "/api/v1/runs/run_nope/input-streams/wait",
                       {"streamId": "s"})[::2] == (404, {"error": "Run not found"})
     assert server.api("POST", path, {"streamId": "s", "pad": "x" * 11000})[0] == 413
+    # The real route lets the failed lookup through as the catch-all 500.
     assert server.api("GET", "/api/v1/waitpoints/tokens/waitpoint_nope")[::2] == \
-        (404, {"error": "Waitpoint not found"})
+        (500, {"error": "Internal Server Error"})
 
 
-def test_waitpoint_scopes(server, run):
-    other, _ = server.trigger_run()
-    wp = create_wait(server, run, {"streamId": "s"},
-                     token=server.mint([f"write:inputStreams:{run}"]))
-    for scope in (f"read:waitpoints:{wp}", f"read:runs:{run}", "read:runs", "read:all"):
-        assert waitpoint(server, wp, token=server.mint([scope]))["id"] == wp
-    for scope in (f"read:runs:{other}", f"write:inputStreams:{run}", "read:waitpoints:x"):
+def test_wait_and_waitpoint_retrieval_take_the_secret_key_only(server, run):
+    wp = create_wait(server, run, {"streamId": "s"})
+    for scope in (f"read:waitpoints:{wp}", f"read:runs:{run}", "read:all", "admin"):
         assert server.api("GET", f"/api/v1/waitpoints/tokens/{wp}",
-                          token=server.mint([scope]))[::2] == (403, FORBIDDEN)
-    assert server.api("POST", f"/api/v1/runs/{run}/input-streams/wait", {"streamId": "s"},
-                      token=server.mint([f"read:runs:{run}"]))[::2] == (403, FORBIDDEN)
+                          token=server.mint([scope]))[::2] == (401, INVALID_KEY)
+    for scope in (f"write:inputStreams:{run}", "admin"):
+        assert server.api("POST", f"/api/v1/runs/{run}/input-streams/wait", {"streamId": "s"},
+                          token=server.mint([scope]))[::2] == (401, INVALID_KEY)
 
 
 # ---------------------------------------------------------------- 2,000 subscribers
 
 SUBSCRIBERS = 2000
-BATCH = re.compile(rb"event: batch\ndata: (.*)\n\n")
+BATCH = re.compile(rb"event: batch\ndata: (.*)\nid: .*\n\n")
 
 
 async def _fan_out(port: int, path: str, key: str, send) -> tuple:
@@ -753,3 +821,269 @@ def test_2000_subscribers_all_receive_one_send(make_server):
             [(0, {"to": "all"})]
     assert elapsed < 5, elapsed
     assert srv.records(run, "fan") == [(0, {"to": "all"})]
+
+
+# ---------------------------------------------------------------- real-server behaviours
+
+def test_v1_run_is_read_as_redis_streams(server):
+    status, _, body = server.api("POST", "/api/v1/tasks/demo/trigger", {"payload": 1},
+                                 headers={"x-trigger-realtime-streams-version": "v1"})
+    run = body["id"]
+    server.send(run, "chat", {"v1": True})
+    server.send(run, "chat", "two")
+    t0 = time.monotonic()
+    with server.sse(run, "chat", headers={"Timeout-Seconds": "1"}) as s:
+        assert "X-Stream-Version" not in s.headers
+        raw = s.body()
+    # One data line per record (the value's JSON text as a JSON string), no
+    # [DONE]; the end comes after a 5 s block without records.
+    m = re.fullmatch(rb'id: (\d{13})-0\ndata: "\{\\"v1\\":true\}"\n\n'
+                     rb'id: \d{13}-1\ndata: "\\"two\\""\n\n', raw)
+    assert m, raw
+    assert 4.5 < time.monotonic() - t0 < 7
+    # Resume after the first record with its id.
+    with server.sse(run, "chat", headers={"Timeout-Seconds": "1",
+                                          "Last-Event-ID": f"{m.group(1).decode()}-0"}) as s:
+        assert s.body().count(b"data:") == 1
+
+
+def test_additional_key_works_but_cannot_sign(server, run):
+    extra = (server.dir / "dev.db.additional-key").read_text().strip()
+    assert re.fullmatch(r"tr_dev_sk_[A-Za-z0-9]{24}", extra)
+    server.send(run, "chat", 1, token=extra)
+    signed = server.mint([f"write:inputStreams:{run}"], key=extra)
+    assert server.api("POST", stream(run), {"data": 2}, token=signed)[::2] == (401, TOKEN_INVALID)
+    status, _, body = server.api("POST", "/api/v1/auth/public-tokens",
+                                 {"scopes": [f"write:inputStreams:{run}"]}, token=extra)
+    assert status == 200
+    claims = jwt.decode(body["token"], options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 900 and claims["scopes"] == [
+        f"write:inputStreams:{run}"]
+    server.send(run, "chat", 3, token=body["token"])
+    assert [v for _, v in server.records(run, "chat")] == [1, 3]
+    status, _, body = server.api("POST", "/api/v1/auth/public-tokens", {"scopes": []})
+    assert status == 400 and body["error"] == "Invalid request body"
+    assert server.api("POST", "/api/v1/auth/public-tokens", {"scopes": ["read:runs"]},
+                      token=server.mint(["admin"]))[::2] == (401, INVALID_KEY)
+
+
+def test_rate_limit_headers_on_api_only(server, run):
+    _, headers, _ = server.api("GET", f"/api/v3/runs/{run}")
+    assert headers["x-ratelimit-limit"] == "750"
+    assert int(headers["x-ratelimit-reset"]) > time.time() * 1000
+    _, headers, _ = server.api("GET", f"/api/v3/runs/{run}",
+                               token=server.mint([f"read:runs:{run}"]))
+    assert headers["x-ratelimit-limit"] == "60" and headers["x-ratelimit-remaining"] == "59"
+    _, headers, _ = server.api("POST", stream(run), {"data": 1})
+    assert "x-ratelimit-limit" not in headers
+
+
+# ---------------------------------------------------------------- test knobs
+
+def test_knob_replica_lag(make_server):
+    srv = make_server(args=("--replica-lag", "1.5"))
+    run, _ = srv.trigger_run()
+    status, headers, body = srv.api("GET", f"/api/v3/runs/{run}")
+    assert (status, body, headers["x-should-retry"]) == (404, {"error": "Not found"}, "true")
+    srv.send(run, "chat", 1)            # the other routes read the primary
+    wait_for(lambda: srv.api("GET", f"/api/v3/runs/{run}")[0] == 200, timeout=5,
+             interval=0.1, what="the lag to pass")
+
+
+def test_knob_rate_limits(make_server):
+    srv = make_server(args=("--ratelimit-jwt", "3,60", "--ratelimit-key", "2,2,1"))
+    run, token = srv.trigger_run()          # takes one secret-key token
+    seen = [srv.api("GET", f"/api/v3/runs/{run}", token=token) for _ in range(4)]
+    assert [s for s, _, _ in seen] == [200, 200, 200, 429]
+    assert [h["x-ratelimit-remaining"] for _, h, _ in seen] == ["2", "1", "0", "0"]
+    _, headers, body = seen[3]
+    assert headers["Content-Type"] == "application/problem+json; charset=utf-8"
+    assert body["error"].startswith("Rate limit exceeded 0/3 requests remaining. Retry in ")
+    assert body["reset"] == int(headers["x-ratelimit-reset"]) > time.time() * 1000
+    srv.send(run, "chat", 1, token=token)    # /realtime/ is not limited
+    # The secret-key bucket: 2, refilled 2 a second.
+    statuses = [srv.api("GET", f"/api/v3/runs/{run}")[0] for _ in range(3)]
+    assert statuses[-1] == 429
+    wait_for(lambda: srv.api("GET", f"/api/v3/runs/{run}")[0] == 200, timeout=5,
+             interval=0.3, what="the bucket to refill")
+
+
+def test_knob_clock_offset(make_server):
+    srv = make_server(args=("--clock-offset", "600"))
+    run, _ = srv.trigger_run()
+    _, headers, _ = srv.api("GET", f"/api/v3/runs/{run}")
+    server_now = time.mktime(time.strptime(headers["Date"], "%a, %d %b %Y %H:%M:%S GMT")) \
+        - time.timezone
+    assert 590 < server_now - time.time() < 610
+    local = srv.mint([f"read:runs:{run}"], exp_in=300)     # on the client's clock
+    assert srv.api("GET", f"/api/v3/runs/{run}", token=local)[::2] == (401, TOKEN_INVALID)
+    skewed = srv.mint([f"read:runs:{run}"], exp_in=300, iat=int(server_now),
+                      exp=int(server_now) + 300)           # on the Date header's clock
+    assert srv.api("GET", f"/api/v3/runs/{run}", token=skewed)[0] == 200
+
+
+def test_knob_sse_error_after(make_server):
+    srv = make_server(args=("--sse-error-after", "2"))
+    run, _ = srv.trigger_run()
+    for i in range(3):
+        srv.send(run, "chat", i)
+    with srv.sse(run, "chat", headers={"Timeout-Seconds": "5"}) as s:
+        raw = s.body()
+    assert re.fullmatch(rb'event: batch\ndata: .*\nid: 1,2,\d+\n\n'
+                        rb'event: error\ndata: [^\n]+\n\n', raw), raw
+    assert srv.records(run, "chat") == [(0, 0), (1, 1), (2, 2)]     # once per stream
+
+
+def test_knob_sse_silence(make_server):
+    srv = make_server(args=("--sse-silence", "3"))
+    run, _ = srv.trigger_run()
+    with srv.sse(run, "quiet", headers={"Timeout-Seconds": "30"}) as s:
+        events = s.events()
+        assert next(events)["event"] == "ping"
+        t0 = time.monotonic()
+        srv.send(run, "quiet", "held")
+        ev = next(events)
+        assert ev["event"] == "batch" and 2.5 < time.monotonic() - t0 < 5
+    with srv.sse(run, "quiet", headers={"Timeout-Seconds": "30"}) as s:   # once per stream
+        events = s.events()
+        assert next(events)["event"] == "batch" and next(events)["event"] == "ping"
+        t0 = time.monotonic()
+        srv.send(run, "quiet", "at once")
+        assert next(events)["event"] == "batch" and time.monotonic() - t0 < 1.5
+
+
+# ---------------------------------------------------------------- output streams
+
+def output(run: str, stream: str = "progress", target: str = "self") -> str:
+    return f"/realtime/v1/streams/{run}/{target}/{stream}"
+
+
+def test_output_stream_put_hands_out_s2_credentials(server, run):
+    status, headers, body = server.api("PUT", output(run))
+    assert (status, body) == (202, {"version": "v2"})
+    assert headers["X-S2-Endpoint"] == f"{server.url}/s2/v1"      # this server
+    assert headers["X-S2-Stream-Name"] == f"/runs/{run}/progress"
+    assert headers["X-S2-Basin"] and headers["X-S2-Access-Token"]
+    assert (headers["X-S2-Flush-Interval-Ms"], headers["X-S2-Max-Retries"]) == ("200", "10")
+    run_body = server.api("GET", f"/api/v3/runs/{run}")[2]
+    assert run_body["realtimeStreams"] == ["progress"]
+    server.api("PUT", output(run))
+    assert server.api("GET", f"/api/v3/runs/{run}")[2]["realtimeStreams"] == ["progress"]
+    # secret key only; the real texts otherwise
+    for token in (server.mint(["admin"]), server.mint([f"write:runs:{run}"])):
+        assert server.api("PUT", output(run), token=token)[::2] == (401, INVALID_KEY)
+    assert server.api("PUT", output("run_nope"))[::2] == (404, "Run not found")
+    assert server.api("PUT", output(run, target="parent"))[::2] == (404, "Target not found")
+    assert server.api("PUT", output(run, target="nope"))[0] == 400
+    server.cancel(run)
+    assert server.api("PUT", output(run))[::2] == \
+        (400, "Cannot initialize a realtime stream on a completed run")
+
+
+def test_s2_append_is_read_back_through_the_output_route(server, run):
+    s2 = server.open_output(run, "progress")
+    with server.sse(run, "progress", headers={"Timeout-Seconds": "30"}, output=True) as live:
+        events = live.events()
+        assert next(events)["event"] == "ping"
+        bodies = [json.dumps({"data": {"step": i}, "id": f"abc{i:04d}"}) for i in range(3)]
+        status, ack = server.s2_append(s2, bodies)
+        assert (status, ack["start"]["seq_num"], ack["end"]["seq_num"],
+                ack["tail"]["seq_num"]) == (200, 0, 3, 3)
+        assert ack["start"]["timestamp"] > 1e12
+        batch = json.loads(next(events)["data"])
+        assert [r["body"] for r in batch["records"]] == bodies
+        assert batch["tail"]["seq_num"] == 3                  # a live batch
+    # replay, with a read token: the values are objects (data is the value)
+    token = server.mint([f"read:runs:{run}"])
+    got = [json.loads(r["body"])["data"]
+           for r in server.raw_records(run, "progress", token=token, output=True)]
+    assert got == [{"step": 0}, {"step": 1}, {"step": 2}]
+    assert server.records(run, "progress", last_event_id=1, output=True) == [(2, {"step": 2})]
+    # the input stream of the same name is another stream
+    assert server.records(run, "progress") == []
+
+
+def test_s2_append_errors(server, run):
+    s2 = server.open_output(run, "e")
+    assert server.s2_append(s2, ["x"], token="nope")[0] == 401
+    assert server.s2_append(s2, ["x"], token=s2["X-S2-Access-Token"] + "0")[0] == 401
+    status, body = server.s2_append({**s2, "X-S2-Stream-Name": "/runs/run_nope/e"}, ["x"])
+    assert (status, body["code"]) == (404, "stream_not_found")
+    assert server.s2_append(s2, [])[0] == 422
+    assert server.s2_append(s2, ["x"] * 1001)[0] == 422
+    status, body = server.s2_append(s2, ["y" * (1024 * 1024)])
+    assert (status, body["code"]) == (422, "invalid")
+    assert server.s2_append(s2, ["z" * 600_000, "z" * 600_000])[0] == 422
+    assert server.s2_append({**s2, "X-S2-Basin": "other"}, ["x"])[0] == 404
+    assert server.raw_records(run, "e", output=True) == []    # nothing stored
+    # S2 does not know runs: a finished run's stream still takes appends
+    server.cancel(run)
+    assert server.s2_append(s2, ["late"])[0] == 200
+
+
+def test_append_route_stores_the_raw_body_as_a_string(server, run):
+    path = output(run, "raw") + "/append"
+    status, _, body = server.api("POST", path, b'{"not":"parsed"}',
+                                 headers={"X-Part-Id": "part-1"})
+    assert (status, body) == (200, {"ok": True})
+    [rec] = server.raw_records(run, "raw", output=True)
+    assert json.loads(rec["body"]) == {"data": '{"not":"parsed"}', "id": "part-1"}
+    assert server.api("GET", f"/api/v3/runs/{run}")[2]["realtimeStreams"] == ["raw"]
+    assert server.api("POST", path, b"x" * (512 * 1024 + 1))[::2] == \
+        (413, {"error": "Request body too large"})
+    assert server.api("POST", output("run_nope", "raw") + "/append", b"x")[::2] == \
+        (404, "Run not found")
+
+
+# ---------------------------------------------------------------- waitpoint tokens
+
+def test_waitpoint_token_create_complete_retrieve(server):
+    status, headers, body = server.api("POST", "/api/v1/waitpoints/tokens",
+                                       {"timeout": "1h", "tags": ["approval"]})
+    assert status == 200 and body["isCached"] is False
+    wp = body["id"]
+    assert body["url"] == (f"{server.url}/api/v1/waitpoints/tokens/{wp}/callback/"
+                           + hmac.new(server.secret_key.encode(), wp.encode(),
+                                      hashlib.sha256).hexdigest())
+    claims = jwt.decode(headers["x-trigger-jwt"], server.secret_key, algorithms=["HS256"],
+                        audience="https://api.trigger.dev")
+    assert claims["scopes"] == [f"write:waitpoints:{wp}"]
+    assert claims["exp"] - claims["iat"] == 24 * 3600
+    assert json.loads(headers["x-trigger-jwt-claims"]) == {"sub": server.env_id, "pub": True}
+    got = waitpoint(server, wp)
+    assert (got["status"], got["tags"], "output" not in got) == ("WAITING", ["approval"], True)
+    # the token's own JWT completes it; another waitpoint's does not
+    other = server.api("POST", "/api/v1/waitpoints/tokens", {})[2]["id"]
+    token = headers["x-trigger-jwt"]
+    assert server.api("POST", f"/api/v1/waitpoints/tokens/{other}/complete", {"data": 1},
+                      token=token)[::2] == (403, FORBIDDEN)
+    assert server.api("POST", f"/api/v1/waitpoints/tokens/{wp}/complete",
+                      {"data": {"approved": True}}, token=token)[::2] == (200, {"success": True})
+    assert server.api("POST", f"/api/v1/waitpoints/tokens/{wp}/complete",
+                      {"data": "again"})[::2] == (200, {"success": True})
+    got = waitpoint(server, wp)
+    assert (got["status"], got["output"], got["outputIsError"]) == \
+        ("COMPLETED", '{"approved":true}', False)
+    assert server.api("POST", "/api/v1/waitpoints/tokens/waitpoint_nope/complete",
+                      {"data": 1})[::2] == (404, {"error": "Waitpoint not found"})
+    # create, list and retrieve take the secret key only
+    assert server.api("POST", "/api/v1/waitpoints/tokens", {},
+                      token=server.mint(["write:waitpoints"]))[::2] == (401, INVALID_KEY)
+    status, _, listed = server.api("GET", "/api/v1/waitpoints/tokens?filter%5Bstatus%5D=WAITING")
+    assert status == 200 and other in [t["id"] for t in listed["data"]]
+    assert wp not in [t["id"] for t in listed["data"]]
+
+
+def test_waitpoint_token_callback_and_timeout(server):
+    body = server.api("POST", "/api/v1/waitpoints/tokens", {"timeout": "1s"})[2]
+    late = body["id"]
+    body = server.api("POST", "/api/v1/waitpoints/tokens", {})[2]
+    wp, url = body["id"], body["url"]
+    path = url[len(server.url):]
+    assert server.api("POST", path[:-4] + "0000", {"hook": 1}, token=NOAUTH)[0] == 401
+    assert server.api("POST", path, {"hook": 1}, token=NOAUTH)[::2] == (200, {"success": True})
+    assert waitpoint(server, wp)["output"] == '{"hook":1}'
+    got = wait_for(lambda: (lambda b: b if b["status"] != "WAITING" else None)(
+        waitpoint(server, late)), timeout=5, interval=0.1, what="the token to time out")
+    assert (got["status"], got["outputIsError"]) == ("TIMED_OUT", True)
+    assert json.loads(got["output"])["code"] == "TRIGGER_WAITPOINT_TIMEOUT"

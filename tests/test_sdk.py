@@ -464,7 +464,7 @@ def test_expired_and_foreign_tokens_are_401_in_the_sdk(sdk, server, run):
     expired = server.mint([f"write:inputStreams:{run}"], exp_in=-5)
     out = sdk.run("send", ["1"], token=expired, expect_rc=2, RUN_ID=run, STREAM_ID="x")
     assert (out[0]["status"], out[0]["name"]) == (401, "AuthenticationError")
-    assert out[0]["error"].startswith("Public Access Token has expired")
+    assert out[0]["error"] == "Public Access Token is invalid"
     forged = server.mint([f"write:inputStreams:{run}"], key="tr_dev_" + "x" * 24)
     out = sdk.run("send", ["1"], token=forged, expect_rc=2, RUN_ID=run, STREAM_ID="x")
     assert (out[0]["status"], out[0]["name"]) == (401, "AuthenticationError")
@@ -532,13 +532,16 @@ def test_runs_retrieve_and_cancel(sdk, server, run):
     assert "finishedAt" not in got
     assert {"createdAt", "updatedAt"} <= set(out["dates"])
     assert sdk.run("cancel", RUN_ID=run) == [{"id": run}]
+    wait_for(lambda: server.api("GET", f"/api/v3/runs/{run}")[2].get("isCompleted"),
+             what="the pending cancel to end")
     out = sdk.run("retrieve", RUN_ID=run)[0]
     got = out["run"]
     assert got["status"] == "CANCELED"
     assert (got["isCompleted"], got["isCancelled"], got["isSuccess"]) == (True, True, False)
     assert "finishedAt" in out["dates"]
     missing = sdk.run("retrieve", expect_rc=2, RUN_ID="run_doesnotexist0000")[0]
-    assert (missing["status"], missing["error"]) == (404, "Run not found")
+    # (x-should-retry: true: the SDK retries before it gives up)
+    assert (missing["status"], missing["error"]) == (404, "Not found")
     # A canceled run takes no more input.
     out = sdk.run("send", ["1"], expect_rc=2, RUN_ID=run, STREAM_ID="s")
     assert (out[0]["status"], out[0]["name"]) == (400, "BadRequestError")
@@ -658,3 +661,62 @@ def test_sdk_tail_without_read_scope_is_refused(sdk, server, procs, run):
     path = server.stream_path(run, "secret")
     tails = [e for e in server.request_log_entries() if e["path"] == path and e["method"] == "GET"]
     assert tails and all(e["status"] == 403 for e in tails)
+
+
+# ---- output streams and waitpoint tokens
+
+
+def test_sdk_streams_read_gets_what_was_written_through_s2(sdk, server):
+    """What a writer appends to the S2 endpoint (each value one record whose
+    envelope's data is the value itself, as streams.writer writes it), the
+    SDK's streams.read yields as the same values: objects stay objects."""
+    run, run_token = server.trigger_run()
+    values = [{"step": 1, "of": 3}, "two", [3, {"x": None}]]
+    server.write_output(run, "progress", values)
+    out = sdk.run("read_output", RUN_ID=run, STREAM_ID="progress", COUNT=3)
+    assert [o["value"] for o in out[:3]] == values
+    assert [o["type"] for o in out[:3]] == ["object", "string", "object"]
+    assert out[3] == {"done": 3}
+    # with the run's public token, as a frontend reads it
+    out = sdk.run("read_output", token=run_token, RUN_ID=run, STREAM_ID="progress", COUNT=3)
+    assert [o["value"] for o in out[:3]] == values
+
+
+@pytest.mark.parametrize("complete_with", ["key", "jwt"])
+def test_sdk_waitpoint_tokens(sdk, server, complete_with):
+    """wait.createToken, completeToken (with the secret key, or the token's
+    own public access token as a frontend), retrieveToken and listTokens."""
+    out = sdk.run("tokens", COMPLETE_WITH=complete_with)
+    steps = {k: v for o in out for k, v in o.items()}
+    assert steps["created"]["id"].startswith("waitpoint_")
+    assert steps["created"]["hasPublicAccessToken"] is True
+    assert steps["created"]["url"].startswith(server.url + "/api/v1/waitpoints/tokens/")
+    assert steps["before"] == {"status": "WAITING", "output": None}
+    assert steps["completed"] == {"success": True}
+    assert steps["after"] == {"status": "COMPLETED",
+                              "output": {"approved": True, "by": complete_with},
+                              "completedAt": True}
+    assert steps["listed"] is True
+
+
+def test_sdk_on_a_v1_run(sdk, server):
+    """A run stamped v1 (the self-hosted default): what the SDK sends is
+    stored and read back Redis-style, and streams.read parses the v1 SSE of
+    its output streams (a part appended raw comes back as that text)."""
+    status, _, body = server.api("POST", "/api/v1/tasks/demo/trigger", {"payload": 1},
+                                 headers={"x-trigger-realtime-streams-version": "v1"})
+    assert status == 200
+    run = body["id"]
+    sdk.send(run, "chat", ['{"v1":true}', '"two"'])
+    with server.sse(run, "chat", headers={"Timeout-Seconds": "1"}) as s:
+        assert "X-Stream-Version" not in s.headers
+        lines = [line for line in s.body().decode().splitlines() if line.startswith("data: ")]
+    assert [json.loads(json.loads(line[6:])) for line in lines] == [{"v1": True}, "two"]
+    for part in ("hello v1", '{"a":1}'):
+        assert server.api("PUT", f"/realtime/v1/streams/{run}/self/log")[::2] == \
+            (202, {"version": "v1"})
+        assert server.api("POST", f"/realtime/v1/streams/{run}/self/log/append",
+                          part.encode())[::2] == (200, {"ok": True})
+    out = sdk.run("read_output", RUN_ID=run, STREAM_ID="log", COUNT=2)
+    assert [(o["value"], o["type"]) for o in out[:2]] == [("hello v1", "string"),
+                                                          ('{"a":1}', "string")]

@@ -11,22 +11,20 @@ import hmac
 import json
 import secrets
 import string
-import time
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
 import jwt
 
+from . import clock
 ISSUER = "https://id.trigger.dev"
 AUDIENCE = "https://api.trigger.dev"
-_DOCS = "See https://trigger.dev/docs/frontend/overview#authentication for more information."
-
-INVALID_KEY = "Invalid API Key"
-JWT_NOT_ALLOWED = "Public JWT API keys are not allowed for this request"
-TOKEN_EXPIRED = f"Public Access Token has expired. {_DOCS}"
-TOKEN_INVALID = f"Public Access Token is invalid. {_DOCS}"
-TOKEN_NO_SUBJECT = "Invalid Public Access Token, missing subject."
-TOKEN_WRONG_ENV = "Invalid Public Access Token, environment not found."
+# The texts the real route builder answers (they are fixed texts there,
+# whatever the cause inside: an expired token is "invalid" too).
+MISSING = "Invalid or Missing API key"
+INVALID_KEY = "Invalid API key"
+TOKEN_INVALID = "Public Access Token is invalid"
+TOKEN_NO_ENV = "Invalid Public Access Token"
 
 # The body of every 403 the real route builder sends.
 FORBIDDEN_BODY = {"error": "Unauthorized", "code": "unauthorized",
@@ -38,6 +36,11 @@ _LOWER_ALNUM = string.ascii_lowercase + string.digits
 
 def random_key() -> str:
     return "tr_dev_" + "".join(secrets.choice(_ALNUM) for _ in range(24))
+
+
+def random_additional_key() -> str:
+    """An additional API key of the environment: tr_<env>_sk_<24 alnum>."""
+    return "tr_dev_sk_" + "".join(secrets.choice(_ALNUM) for _ in range(24))
 
 
 def random_id(prefix: str, n: int = 25) -> str:
@@ -57,6 +60,7 @@ class Credential:
     kind: str                      # "secret" or "jwt"
     scopes: list = field(default_factory=list)
     claims: dict = field(default_factory=dict)
+    signing: bool = True           # a secret key that can sign tokens (the root key)
 
 
 def _b64url_json(segment: str) -> Optional[object]:
@@ -96,16 +100,14 @@ def _check_claims(claims: dict, now: int) -> None:
     if "nbf" in claims and claims["nbf"] > now:
         raise AuthError(401, TOKEN_INVALID)
     if "exp" in claims and claims["exp"] <= now:
-        raise AuthError(401, TOKEN_EXPIRED)
+        raise AuthError(401, TOKEN_INVALID)
 
 
 def verify_jwt(token: str, key: str, env_id: str) -> dict:
     payload = _b64url_json(token.split(".")[1])
     sub = payload.get("sub") if isinstance(payload, dict) else None
-    if not isinstance(sub, str):
-        raise AuthError(401, TOKEN_NO_SUBJECT)
-    if sub != env_id:
-        raise AuthError(401, TOKEN_WRONG_ENV)
+    if not isinstance(sub, str) or sub != env_id:
+        raise AuthError(401, TOKEN_NO_ENV)
     try:
         claims = jwt.decode(token, key, algorithms=["HS256", "HS384", "HS512"],
                             options={"verify_exp": False, "verify_aud": False,
@@ -113,7 +115,7 @@ def verify_jwt(token: str, key: str, env_id: str) -> dict:
                                      "verify_nbf": False})
     except jwt.PyJWTError:
         raise AuthError(401, TOKEN_INVALID) from None
-    _check_claims(claims, int(time.time()))
+    _check_claims(claims, int(clock.now()))
     return claims
 
 
@@ -128,19 +130,22 @@ def _jwt_credential(claims: dict) -> Credential:
     return Credential("jwt", [s for s in scopes if isinstance(s, str)], claims)
 
 
-def authenticate(header: Optional[str], key: str, env_id: str,
+def authenticate(header: Optional[str], keys: dict, env_id: str,
                  allow_jwt: bool) -> Credential:
-    """The Authorization header -> a Credential, or AuthError(401)."""
+    """The Authorization header -> a Credential, or AuthError(401).
+    `keys` maps each secret key of the environment to whether it can sign
+    (the root key) or not (additional keys): tokens are verified against
+    the root key only."""
     if not header:
-        raise AuthError(401, INVALID_KEY)
+        raise AuthError(401, MISSING)
     token = _token(header)
-    if hmac.compare_digest(token.encode(), key.encode()):
-        return Credential("secret")
-    if token.startswith("tr_") or not is_public_jwt(token):
+    for key, signing in keys.items():
+        if hmac.compare_digest(token.encode(), key.encode()):
+            return Credential("secret", signing=signing)
+    if token.startswith("tr_") or not is_public_jwt(token) or not allow_jwt:
         raise AuthError(401, INVALID_KEY)
-    if not allow_jwt:
-        raise AuthError(401, JWT_NOT_ALLOWED)
-    return _jwt_credential(verify_jwt(token, key, env_id))
+    root = next(k for k, signing in keys.items() if signing)
+    return _jwt_credential(verify_jwt(token, root, env_id))
 
 
 class Authenticator:
@@ -155,22 +160,22 @@ class Authenticator:
 
     MAX_TOKENS = 4096
 
-    def __init__(self, key: str, env_id: str):
-        self.key, self.env_id = key, env_id
+    def __init__(self, keys: dict, env_id: str):
+        self.keys, self.env_id = keys, env_id
         self._verified: dict = {}     # token text -> Credential
 
     def __call__(self, header: Optional[str], allow_jwt: bool) -> Credential:
         token = _token(header) if header else ""
         cred = self._verified.get(token)
         if cred is None:
-            cred = authenticate(header, self.key, self.env_id, allow_jwt)
+            cred = authenticate(header, self.keys, self.env_id, allow_jwt)
             if cred.kind == "jwt":
                 self._remember(token, cred)
             return cred
         if not allow_jwt:
-            raise AuthError(401, JWT_NOT_ALLOWED)
+            raise AuthError(401, INVALID_KEY)
         try:
-            _check_claims(cred.claims, int(time.time()))
+            _check_claims(cred.claims, int(clock.now()))
         except AuthError:
             del self._verified[token]
             raise
@@ -185,20 +190,28 @@ class Authenticator:
 Resource = tuple  # (type, id or None)
 
 
+# Actions that also accept a "write" scope (the real server's aliases).
+WRITE_ALIASES = ("trigger", "batchTrigger", "update")
+
+
 def scope_allows(scopes: Iterable[str], actions: Sequence[str],
                  resources: Sequence[Resource]) -> bool:
     """True if any scope grants any of `actions` on any of `resources`.
 
     A scope is action:type[:id]; everything after the second colon is the id
-    (tags such as "file:1234" contain colons). "admin" allows everything,
-    type "all" any resource, a scope without id every resource of its type,
-    action "*" any action."""
+    (tags such as "file:1234" contain colons). Bare "admin" allows
+    everything ("admin:<type>" is not universal), action "*" any action,
+    type "all" any resource, a scope without id every resource of its
+    type. trigger, batchTrigger and update also accept write scopes."""
+    wanted = set(actions)
+    if wanted & set(WRITE_ALIASES):
+        wanted.add("write")
     for scope in scopes:
+        if scope == "admin":
+            return True
         parts = scope.split(":", 2)
         action = parts[0]
-        if action == "admin":
-            return True
-        if action not in actions and action != "*":
+        if action not in wanted and action != "*":
             continue
         stype = parts[1] if len(parts) > 1 else None
         if stype == "all":
@@ -218,7 +231,7 @@ def allowed(cred: Credential, actions: Sequence[str],
 def mint(key: str, claims: dict, ttl_seconds: int) -> str:
     """Sign a token the way the SDK's generateJWT (jose) does: header
     {"alg":"HS256"}, the given claims, then iss, aud, exp, iat."""
-    now = int(time.time())
+    now = int(clock.now())
     payload = dict(claims)
     payload.update(iss=ISSUER, aud=AUDIENCE, exp=now + ttl_seconds, iat=now)
     return jwt.encode(payload, key, algorithm="HS256", headers={"typ": None})

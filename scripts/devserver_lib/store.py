@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
-from . import auth
+from . import auth, clock
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS runs (
     updated_at INTEGER NOT NULL,
     finished_at INTEGER
 );
+-- (columns added after the first release are in COLUMNS_ADDED)
 CREATE INDEX IF NOT EXISTS runs_request_key ON runs (request_key);
 CREATE INDEX IF NOT EXISTS runs_idempotency ON runs (task, idempotency_key);
 CREATE TABLE IF NOT EXISTS records (
@@ -71,6 +72,16 @@ CREATE TABLE IF NOT EXISTS input_waits (
 ) WITHOUT ROWID;
 """
 
+# Columns added to older databases at open.
+COLUMNS_ADDED = (
+    ("runs", "ttl", "TEXT"),
+    ("runs", "streams_version", "TEXT NOT NULL DEFAULT 'v2'"),
+    ("runs", "cancel_at", "INTEGER"),               # pending cancel: finishes then
+    ("runs", "output_streams", "TEXT NOT NULL DEFAULT '[]'"),
+)
+# A cancelled run is PENDING_CANCEL until its worker stops it: this long.
+PENDING_CANCEL_MS = 300
+
 FINISHED = frozenset({"COMPLETED", "CANCELED", "FAILED", "CRASHED",
                       "SYSTEM_FAILURE", "TIMED_OUT", "EXPIRED"})
 WAITPOINT_TIMEOUT_CODE = "TRIGGER_WAITPOINT_TIMEOUT"
@@ -78,7 +89,7 @@ RUN_CACHE_SIZE = 10000
 
 
 def now_ms() -> int:
-    return int(time.time() * 1000)
+    return clock.now_ms()
 
 
 def iso(ms: Optional[int]) -> Optional[str]:
@@ -103,6 +114,10 @@ class Run:
     created_at: int
     updated_at: int
     finished_at: Optional[int]
+    ttl: Optional[str]
+    streams_version: str
+    cancel_at: Optional[int]
+    output_streams: list
 
     @property
     def finished(self) -> bool:
@@ -127,16 +142,25 @@ class Waitpoint:
 
 
 _RUN_COLS = ("n, id, task, status, payload, payload_type, tags, metadata, is_test,"
-             " created_at, updated_at, finished_at")
+             " created_at, updated_at, finished_at, ttl, streams_version, cancel_at,"
+             " output_streams")
 _WP_COLS = ("id, run, stream, status, output, output_is_error, timeout_at,"
             " completed_at, created_at, idempotency_key, user_key,"
             " idempotency_expires, tags")
+
+
+def waitpoint_status(wp: "Waitpoint") -> str:
+    """The API's name for a waitpoint's state."""
+    if wp.status == "PENDING":
+        return "WAITING"
+    return "TIMED_OUT" if wp.output_is_error else "COMPLETED"
 
 
 def _run(row) -> Run:
     r = list(row)
     r[6] = json.loads(r[6])
     r[8] = bool(r[8])
+    r[15] = json.loads(r[15])
     return Run(*r)
 
 
@@ -157,6 +181,10 @@ class Store:
         self.db.execute("PRAGMA synchronous=%s" % ("FULL" if fsync else "NORMAL"))
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
+        for table, column, decl in COLUMNS_ADDED:
+            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
         self.env_id = self._env_id()
         # Runs as last read, for the lookup every run route starts with.
         # This process is the database's only writer (DB.lock), and
@@ -190,17 +218,20 @@ class Store:
     def create_run(self, task: str, payload: Optional[str], payload_type: Optional[str],
                    tags: list, metadata: Optional[str], is_test: bool,
                    idempotency_key: Optional[str], idempotency_expires: Optional[int],
-                   request_key: Optional[str]) -> Run:
+                   request_key: Optional[str], ttl: Optional[str] = None,
+                   streams_version: str = "v2") -> Run:
+        """A run as a worker executing it shows it (EXECUTING)."""
         t = now_ms()
         run_id = auth.random_id("run_")
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO runs (id, task, status, payload, payload_type, tags, metadata,"
                 " is_test, idempotency_key, idempotency_expires, request_key,"
-                " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " created_at, updated_at, ttl, streams_version)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (run_id, task, "EXECUTING", payload, payload_type, json.dumps(tags),
                  metadata, int(is_test), idempotency_key, idempotency_expires,
-                 request_key, t, t))
+                 request_key, t, t, ttl, streams_version))
         return self.get_run(run_id)
 
     def get_run(self, run_id: str) -> Optional[Run]:
@@ -214,7 +245,37 @@ class Store:
             if len(self._runs) >= RUN_CACHE_SIZE:
                 del self._runs[next(iter(self._runs))]     # the oldest
             self._runs[run_id] = run
+        if run.cancel_at is not None and run.finished_at is None and \
+                run.cancel_at <= now_ms():
+            # The pending cancel is over (applied when observed).
+            self.finish_run(run_id, "CANCELED", run.cancel_at)
+            return self.get_run(run_id)
         return run
+
+    def cancel_run(self, run_id: str) -> None:
+        """Cancel as the engine does a run a worker executes: PENDING_CANCEL
+        for a moment (the API still shows it executing), then CANCELED."""
+        with self.transaction() as db:
+            db.execute("UPDATE runs SET cancel_at=? WHERE id=? AND cancel_at IS NULL"
+                       " AND finished_at IS NULL", (now_ms() + PENDING_CANCEL_MS, run_id))
+        self._runs.pop(run_id, None)
+
+    def _finish_cancelled(self) -> None:
+        """Apply every pending cancel that is over."""
+        with self.transaction() as db:
+            done = db.execute("UPDATE runs SET status='CANCELED', finished_at=cancel_at,"
+                              " updated_at=cancel_at WHERE cancel_at <= ?"
+                              " AND finished_at IS NULL", (now_ms(),)).rowcount
+        if done:
+            self._runs.clear()
+
+    def add_output_stream(self, run: Run, stream: str) -> None:
+        if stream in run.output_streams:
+            return
+        with self.transaction() as db:
+            db.execute("UPDATE runs SET output_streams=? WHERE id=?",
+                       (json.dumps(run.output_streams + [stream]), run.id))
+        self._runs.pop(run.id, None)
 
     def run_by_request_key(self, key: str) -> Optional[Run]:
         row = self.db.execute(f"SELECT {_RUN_COLS} FROM runs WHERE request_key=?",
@@ -228,8 +289,8 @@ class Store:
             " ORDER BY n DESC LIMIT 1", (task, key, now_ms())).fetchone()
         return _run(row) if row else None
 
-    def finish_run(self, run_id: str, status: str) -> None:
-        t = now_ms()
+    def finish_run(self, run_id: str, status: str, at: Optional[int] = None) -> None:
+        t = now_ms() if at is None else at
         try:
             with self.transaction() as db:
                 db.execute("UPDATE runs SET status=?, finished_at=?, updated_at=?"
@@ -240,6 +301,7 @@ class Store:
     def list_runs(self, statuses: list, tasks: list, tags: list, size: int,
                   after: Optional[str], before: Optional[str]) -> tuple:
         """Newest first. Returns (runs, has_newer, has_older)."""
+        self._finish_cancelled()
         where, args = [], []
         if statuses:
             where.append("status IN (%s)" % ",".join("?" * len(statuses)))
@@ -316,6 +378,32 @@ class Store:
         db.execute("UPDATE waitpoints SET status='COMPLETED', output=?, output_is_error=1,"
                    " completed_at=? WHERE id=?", (wp.output, wp.completed_at, wp.id))
 
+    def list_waitpoints(self, statuses: list, idempotency_key: Optional[str], tags: list,
+                        size: int, after: Optional[str]) -> tuple:
+        """Waitpoint tokens (not .wait() waitpoints), newest first:
+        (waitpoints, has_more)."""
+        where, args = ["run=''"], []
+        if idempotency_key:
+            where.append("idempotency_key=?")
+            args.append(idempotency_key)
+        if tags:
+            where.append("EXISTS (SELECT 1 FROM json_each(waitpoints.tags) WHERE value IN (%s))"
+                         % ",".join("?" * len(tags)))
+            args += tags
+        if after:
+            where.append("rowid < (SELECT rowid FROM waitpoints WHERE id=?)")
+            args.append(after)
+        out = []
+        for (wp_id,) in self.db.execute(
+                f"SELECT id FROM waitpoints WHERE {' AND '.join(where)} ORDER BY rowid DESC",
+                args):
+            wp = self.get_waitpoint(wp_id)
+            if wp is not None and (not statuses or waitpoint_status(wp) in statuses):
+                out.append(wp)
+                if len(out) > size:
+                    break
+        return out[:size], len(out) > size
+
     def waitpoint_by_idempotency_key(self, key: str) -> Optional[Waitpoint]:
         row = self.db.execute(
             "SELECT id FROM waitpoints WHERE idempotency_key=? AND user_key=1"
@@ -341,7 +429,8 @@ class Store:
         db.execute("INSERT OR REPLACE INTO input_waits VALUES (?,?,?,?)",
                    (run_id, stream, wp.id, wp.timeout_at))
 
-    def complete_waitpoint(self, db: sqlite3.Connection, wp_id: str, output: str) -> None:
+    def complete_waitpoint(self, db: sqlite3.Connection, wp_id: str,
+                           output: Optional[str]) -> None:
         db.execute("UPDATE waitpoints SET status='COMPLETED', output=?, output_is_error=0,"
                    " completed_at=? WHERE id=? AND status='PENDING'"
                    " AND (timeout_at IS NULL OR timeout_at > ?)",

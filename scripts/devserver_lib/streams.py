@@ -1,14 +1,27 @@
-"""Input-stream logs in memory (tail, recent records, waiting readers) and
-the SSE reader, framed as S2 (the real server's stream store) frames it:
+"""Stream logs in memory (tail, recent records, waiting readers) and the
+SSE readers.
 
-    id: <seq of the last record sent>,<records sent>,<metered bytes sent>
+A v2 run's streams are read as S2 (the real server's stream store) serves
+them (its open-source server, api/src/v1/stream/sse.rs):
+
     event: batch
-    data: {"records":[{"seq_num":0,"timestamp":...,"body":"..."}],"tail":{...}}
+    data: {"records":[{"seq_num":0,"timestamp":...,"body":"..."}]}
+    id: <seq of the last record sent>,<records sent>,<metered bytes sent>
 
     event: ping
-    data: {"timestamp":...}
+    data: {"timestamp":...,"tail":{"seq_num":...,"timestamp":...}}
 
     data: [DONE]
+
+A ping goes out at once when the reader has caught up with what is stored,
+then after every random 5-15 s of silence. Only live batches (records that
+arrived while the reader was connected and caught up) carry a `tail`.
+Timeout-Seconds is an idle budget: each batch sent renews it.
+
+A v1 run's streams are read as the real server's Redis streams serve them
+(redisRealtimeStreams.server.ts): `id: <ms>-<n>` and one `data:` line per
+record (the sent value's JSON text as a JSON string), `: ping` every 10 s,
+and the end after Timeout-Seconds without a record, checked every 5 s.
 
 Readers wait on one future per stream that the next append resolves; no
 polling. Each connection costs one coroutine and a few counters."""
@@ -18,11 +31,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import random
 from typing import Optional
 
-from . import store as storemod
+from . import jsjson, store as storemod
 
-PING_INTERVAL = 5.0           # seconds of silence before a ping
+PING_MIN, PING_MAX = 5.0, 15.0   # S2: a ping after a random 5-15 s of silence
+V1_BLOCK = 5.0                # Redis XREAD BLOCK of the v1 reader
+V1_PING = 10.0                # the v1 reader's ping comment interval
 BATCH_MAX_RECORDS = 1000      # S2's read batch limits
 BATCH_MAX_BYTES = 1024 * 1024
 RECENT_RECORDS = 256          # kept in memory per stream for live readers,
@@ -82,9 +98,34 @@ class Stream:
         self.waiting.clear()
 
 
+class Faults:
+    """Test knobs (devserver --sse-error-after, --sse-silence): misbehaviour
+    the real server can show, injected once per stream."""
+
+    def __init__(self, error_after: Optional[int] = None, silence: float = 0.0):
+        self.error_after, self.silence = error_after, silence
+        self.errored: set = set()     # streams whose error was sent
+        self.silenced: set = set()    # streams whose silence was served
+
+    def take_error(self, s: "Stream") -> Optional[int]:
+        """Records to send before the error on a new connection, or None."""
+        key = (s.run, s.name)
+        if self.error_after is None or key in self.errored:
+            return None
+        return self.error_after
+
+    def take_silence(self, s: "Stream") -> float:
+        key = (s.run, s.name)
+        if not self.silence or key in self.silenced:
+            return 0.0
+        self.silenced.add(key)
+        return self.silence
+
+
 class Hub:
-    def __init__(self, store: storemod.Store):
+    def __init__(self, store: storemod.Store, faults: Optional[Faults] = None):
         self.store = store
+        self.faults = faults or Faults()
         self.streams: dict = {}
         self.readers: set = set()     # futures of running readers
         self.closing = False
@@ -141,15 +182,16 @@ class Hub:
             total += rec.size
         return out
 
-    def batch_data(self, s: Stream, records: list) -> bytes:
+    def batch_data(self, s: Stream, records: list, live: bool) -> bytes:
         """The data line of a batch event. The readers an append wakes are
         all sent the same batch, one after the other: it is encoded once
         for them (the last few batches are kept)."""
-        key = (s, records[0].seq, records[-1].seq, s.tail)
+        key = (s, records[0].seq, records[-1].seq, s.tail if live else -1)
         data = self.recent_data.get(key)
         if data is None:
-            data = ('data: {"records":[%s],"tail":{"seq_num":%d,"timestamp":%d}}\n\n'
-                    % (",".join(r.frag for r in records), s.tail, s.last_ts)).encode()
+            tail = ',"tail":{"seq_num":%d,"timestamp":%d}' % (s.tail, s.last_ts) if live else ""
+            data = ('data: {"records":[%s]%s}\n'
+                    % (",".join(r.frag for r in records), tail)).encode()
             if len(data) <= RECENT_BATCH_BYTES:
                 self.recent_data[key] = data
                 if len(self.recent_data) > RECENT_BATCHES:
@@ -157,44 +199,31 @@ class Hub:
         return data
 
 
-def ping_event() -> bytes:
-    return b'event: ping\ndata: {"timestamp":%d}\n\n' % storemod.now_ms()
+def ping_event(s: Stream) -> bytes:
+    return b'event: ping\ndata: {"timestamp":%d,"tail":{"seq_num":%d,"timestamp":%d}}\n\n' % (
+        storemod.now_ms(), s.tail, s.last_ts)
 
 
 DONE_EVENT = b"data: [DONE]\n\n"
+INJECTED_ERROR = b"event: error\ndata: injected by devserver --sse-error-after\n\n"
 
 
-class Reader:
-    """One SSE connection reading one stream from `next_seq`."""
+class _Connection:
+    """What both readers share: one SSE response on one stream, woken by
+    appends, returning on shutdown or disconnect."""
 
     def __init__(self, hub: Hub, stream: Stream, resp, transport, next_seq: int,
                  timeout: float):
         self.hub, self.stream, self.resp, self.transport = hub, stream, resp, transport
         # S2 clamps a start past the tail to the tail.
-        self.next_seq = min(next_seq, stream.tail)
+        self.next_seq = min(max(next_seq, 0), stream.tail)
         self.timeout = timeout
-        self.count = 0
-        self.bytes = 0
         self.loop = asyncio.get_running_loop()
         self.last_write = self.loop.time()
 
     async def _write(self, data: bytes) -> None:
         await self.resp.write(data)
         self.last_write = self.loop.time()
-
-    def _batch_event(self, records: list) -> bytes:
-        self.count += len(records)
-        self.bytes += sum(r.size for r in records)
-        return (b"id: %d,%d,%d\nevent: batch\n" % (records[-1].seq, self.count, self.bytes)
-                + self.hub.batch_data(self.stream, records))
-
-    async def _flush_new(self) -> None:
-        while self.next_seq < self.stream.tail:
-            records = self.hub.batch(self.stream, self.next_seq)
-            if not records:
-                return
-            self.next_seq = records[-1].seq + 1
-            await self._write(self._batch_event(records))
 
     async def _sleep_until(self, when: float) -> None:
         """Until the stream's next append or loop time `when`."""
@@ -207,8 +236,8 @@ class Reader:
             timer.cancel()
             self.stream.waiting.discard(fut)
 
-    def _gone(self) -> bool:
-        return self.transport is None or self.transport.is_closing()
+    def _over(self) -> bool:
+        return self.hub.closing or self.transport is None or self.transport.is_closing()
 
     async def run(self) -> str:
         """Serve until the timeout, shutdown or disconnect; says which."""
@@ -221,23 +250,125 @@ class Reader:
             done.set_result(None)
 
     async def _serve(self) -> str:
+        raise NotImplementedError
+
+
+class Reader(_Connection):
+    """One S2-framed (v2) SSE connection reading one stream from `next_seq`."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.count = 0
+        self.bytes = 0
+        self.error_left = self.hub.faults.take_error(self.stream)
+
+    def _batch_event(self, records: list, live: bool) -> bytes:
+        self.count += len(records)
+        self.bytes += sum(r.size for r in records)
+        # S2 (axum) writes the event's id after its data.
+        return (b"event: batch\n" + self.hub.batch_data(self.stream, records, live)
+                + b"id: %d,%d,%d\n\n" % (records[-1].seq, self.count, self.bytes))
+
+    async def _flush_new(self, live: bool) -> bool:
+        """Send what is stored past next_seq. False once an injected error
+        ended the connection."""
+        while self.next_seq < self.stream.tail:
+            records = self.hub.batch(self.stream, self.next_seq)
+            if not records:
+                return True
+            if self.error_left is not None:
+                records = records[:self.error_left]
+                self.error_left -= len(records)
+            if records:
+                self.next_seq = records[-1].seq + 1
+                await self._write(self._batch_event(records, live))
+            if self.error_left == 0:
+                self.hub.faults.errored.add((self.stream.run, self.stream.name))
+                await self._write(INJECTED_ERROR)
+                return False
+        return True
+
+    @staticmethod
+    def _ping_gap() -> float:
+        return random.uniform(PING_MIN, PING_MAX)
+
+    async def _serve(self) -> str:
+        if not await self._flush_new(live=False):     # the replay
+            return "error"
+        await self._write(ping_event(self.stream))    # caught up
         deadline = self.loop.time() + self.timeout
-        if self.next_seq >= self.stream.tail:
-            # Nothing to replay: say so at once (a ping is only a keepalive
-            # to clients, but it tells a reader it has caught up).
-            await self._write(ping_event())
+        next_ping = self.loop.time() + self._ping_gap()
+        silence = self.hub.faults.take_silence(self.stream)
+        if silence:
+            await self._sleep_quietly(self.loop.time() + silence)
+            next_ping = self.loop.time() + self._ping_gap()
         while True:
-            await self._flush_new()
+            if self._over():
+                return "closed"
+            if self.next_seq < self.stream.tail:
+                if not await self._flush_new(live=True):
+                    return "error"
+                deadline = self.loop.time() + self.timeout     # an idle budget
+                next_ping = self.loop.time() + self._ping_gap()
+                continue
             now = self.loop.time()
             if now >= deadline:
                 await self._write(DONE_EVENT)
                 return "timeout"
-            if self.hub.closing or self._gone():
+            if now >= next_ping:
+                await self._write(ping_event(self.stream))
+                next_ping = now + self._ping_gap()
+            await self._sleep_until(min(deadline, next_ping))
+
+    async def _sleep_quietly(self, until: float) -> None:
+        while self.loop.time() < until and not self._over():
+            await asyncio.sleep(min(0.5, until - self.loop.time()))
+
+
+def v1_event_id(rec: Record) -> bytes:
+    return b"%d-%d" % (rec.ts, rec.seq)
+
+
+def parse_v1_event_id(text: str) -> int:
+    """Last-Event-ID of a v1 reader (<ms>-<n>) -> the next seq."""
+    _, _, n = text.partition("-")
+    return int(n) + 1 if n.isdigit() else 0
+
+
+class V1Reader(_Connection):
+    """One Redis-style (v1) SSE connection."""
+
+    async def _flush_new(self) -> bool:
+        sent = False
+        while self.next_seq < self.stream.tail:
+            records = self.hub.batch(self.stream, self.next_seq)
+            if not records:
+                break
+            self.next_seq = records[-1].seq + 1
+            out = []
+            for rec in records:
+                data = json.loads(rec.body).get("data")
+                if data is not None:
+                    out.append(b"id: %s\ndata: %s\n\n" % (
+                        v1_event_id(rec), jsjson.string(data).encode()))
+            if out:
+                await self._write(b"".join(out))
+                sent = True
+        return sent
+
+    async def _serve(self) -> str:
+        last_data = self.loop.time()
+        while True:
+            if self._over():
                 return "closed"
-            await self._sleep_until(min(deadline, self.last_write + PING_INTERVAL))
-            if self.hub.closing or self._gone():
+            if self.loop.time() - self.last_write >= V1_PING:
+                await self._write(b": ping\n\n")
+            if await self._flush_new():
+                last_data = self.loop.time()
+                continue
+            await self._sleep_until(self.loop.time() + V1_BLOCK)
+            if self._over():
                 return "closed"
-            if (self.next_seq >= self.stream.tail and
-                    self.loop.time() >= self.last_write + PING_INTERVAL and
-                    self.loop.time() < deadline):
-                await self._write(ping_event())
+            if self.next_seq >= self.stream.tail and \
+                    self.loop.time() - last_data >= self.timeout:
+                return "timeout"
