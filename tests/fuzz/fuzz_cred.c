@@ -17,29 +17,52 @@
 
 static const char key[] = "tr_dev_fuzzfuzzfuzzfuzz";
 
-/* The rules written the other way round: the scope strings that would
- * allow the request, compared whole. */
+/* The rules as the webapp's buildJwtAbility reads a scope: split at every
+ * colon, the action and type are the first two parts (empty: absent), the
+ * id all the rest joined again. */
+static int ref_scope(const char *s, const char *a, const char *t, const char *id)
+{
+	char *copy = strdup(s), *type, *rest;
+	int ok;
+
+	FUZZ_CHECK(copy, "strdup");
+	type = strchr(copy, ':');
+	if (type)
+		*type++ = '\0';
+	rest = type ? strchr(type, ':') : NULL;
+	if (rest)
+		*rest++ = '\0';
+	if (!*copy)
+		ok = 0;
+	else if (!type || !*type)
+		ok = !strcmp(copy, "admin");
+	else if (strcmp(copy, a) && strcmp(copy, "*"))
+		ok = 0;
+	else if (!strcmp(type, "all"))
+		ok = 1;
+	else if (strcmp(type, t))
+		ok = 0;
+	else
+		ok = !rest || !*rest || (id && !strcmp(rest, id));
+	free(copy);
+	return ok;
+}
+
 static int ref_allows(const trigger_cred *c, const char *a, const char *t,
 		      const char *id)
 {
-	char *all, *type, *one = NULL;
-	int ok = 0;
+	int ok = 0, alias;
 
 	if (!a || !t || !*a || !*t)
 		return 0;
 	if (trigger_cred_is_secret(c))
 		return 1;
-	FUZZ_CHECK(asprintf(&all, "%s:all", a) > 0 && asprintf(&type, "%s:%s", a, t) > 0 &&
-		   (!id || asprintf(&one, "%s:%s:%s", a, t, id) > 0), "asprintf");
+	alias = !strcmp(a, "trigger") || !strcmp(a, "batchTrigger") || !strcmp(a, "update");
 	for (size_t i = 0; i < trigger_cred_nscopes(c); i++) {
 		const char *s = trigger_cred_scope(c, i);
 
-		ok |= !strcmp(s, "admin") || !strcmp(s, all) || !strcmp(s, type) ||
-		      (one && !strcmp(s, one));
+		ok |= ref_scope(s, a, t, id) || (alias && ref_scope(s, "write", t, id));
 	}
-	free(all);
-	free(type);
-	free(one);
 	return ok;
 }
 
