@@ -558,6 +558,7 @@ static int serve(struct fuse_cmdline_opts *fo, struct tfs_options *o,
 	watch_stop();
 	trigger_client_free(tfs.client);
 	stream_free_all_handles();
+	dirlist_free_all();
 	tfs_log(LOG_INFO, "unmounting %s", tfs.mountpoint);
 	return ret < 0 ? 1 : 0;
 }

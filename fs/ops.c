@@ -165,7 +165,7 @@ static void tfs_opendir(fuse_req_t req, fuse_ino_t ino,
 			output_opendir(req, n->run, fi);
 		return;
 	}
-	dl = xcalloc(1, sizeof(*dl));
+	dl = dirlist_new();
 	if (n && n->kind == NODE_ROOT) {
 		dirlist_add(dl, "runs");
 		dirlist_add(dl, "waitpoints");

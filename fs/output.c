@@ -30,7 +30,7 @@ static void add_used(struct tfs_dirlist *dl, struct tfs_run *run)
 static void list_done(void *arg, const struct trigger_result *res)
 {
 	struct output_list *l = arg;
-	struct tfs_dirlist *dl = xcalloc(1, sizeof(*dl));
+	struct tfs_dirlist *dl = dirlist_new();
 	json_t *names = json_object_get(res->body, "realtimeStreams"), *v;
 	size_t i;
 

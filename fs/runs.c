@@ -311,7 +311,7 @@ void runs_opendir(fuse_req_t req, struct fuse_file_info *fi)
 {
 	struct run_list *l = xcalloc(1, sizeof(*l));
 
-	l->dl = xcalloc(1, sizeof(*l->dl));
+	l->dl = dirlist_new();
 	l->req = req;
 	l->fi = *fi;
 	if (!trigger_cred_is_secret(tfs.cred) ||

@@ -228,6 +228,25 @@ void tree_reply_entry(fuse_req_t req, fuse_ino_t ino, double attr_timeout)
 
 /* ---- directory listings ------------------------------------------------ */
 
+/* Open listings are linked so that those whose releasedir never came (the
+ * kernel sends it asynchronously; a SIGTERM can end the loop first) are
+ * freed at shutdown. */
+static pthread_mutex_t dirlists_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct tfs_dirlist *dirlists;
+
+struct tfs_dirlist *dirlist_new(void)
+{
+	struct tfs_dirlist *dl = xcalloc(1, sizeof(*dl));
+
+	pthread_mutex_lock(&dirlists_lock);
+	dl->next = dirlists;
+	if (dirlists)
+		dirlists->prev = dl;
+	dirlists = dl;
+	pthread_mutex_unlock(&dirlists_lock);
+	return dl;
+}
+
 void dirlist_add(struct tfs_dirlist *dl, const char *name)
 {
 	if (dl->n == dl->cap) {
@@ -248,10 +267,24 @@ bool dirlist_has(const struct tfs_dirlist *dl, const char *name)
 
 void dirlist_free(struct tfs_dirlist *dl)
 {
+	pthread_mutex_lock(&dirlists_lock);
+	if (dl->prev)
+		dl->prev->next = dl->next;
+	else
+		dirlists = dl->next;
+	if (dl->next)
+		dl->next->prev = dl->prev;
+	pthread_mutex_unlock(&dirlists_lock);
 	for (size_t i = 0; i < dl->n; i++)
 		free(dl->names[i]);
 	free(dl->names);
 	free(dl);
+}
+
+void dirlist_free_all(void)
+{
+	while (dirlists)
+		dirlist_free(dirlists);
 }
 
 /* Entries are ".", "..", then the names; off is the index to go on from. */

@@ -339,7 +339,11 @@ void tree_for_each_run(void (*fn)(struct tfs_run *run, void *arg), void *arg);
 struct tfs_dirlist {
 	char **names;
 	size_t n, cap;
+	struct tfs_dirlist *prev, *next;   /* every open one, for shutdown */
 };
+
+struct tfs_dirlist *dirlist_new(void);
+void dirlist_free_all(void);
 
 void dirlist_add(struct tfs_dirlist *dl, const char *name);
 bool dirlist_has(const struct tfs_dirlist *dl, const char *name);

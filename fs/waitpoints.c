@@ -408,7 +408,7 @@ void waitpoints_opendir(fuse_req_t req, struct fuse_file_info *fi)
 	struct wp_list *l = xcalloc(1, sizeof(*l));
 	static const char prefix[] = "write:waitpoints:";
 
-	l->dl = xcalloc(1, sizeof(*l->dl));
+	l->dl = dirlist_new();
 	l->req = req;
 	l->fi = *fi;
 	for (size_t i = 0; i < trigger_cred_nscopes(tfs.cred); i++) {

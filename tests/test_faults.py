@@ -85,10 +85,12 @@ def compact(value) -> str:
 # ------------------------------------------------ the server killed under a stream
 
 def stream_with_restarts(srv: DevServer, run: str, stream: str, records: int,
-                         restart_every: float, duration: float) -> int:
+                         restart_every: float, duration: float, at_least: int = 4) -> int:
     """Send `records` values {"i": n} paced over `duration` seconds while
     another thread kill -9s and restarts the server every `restart_every`
-    seconds. Returns the number of restarts."""
+    seconds. The sends also wait for the restarts (at_least spread over the
+    stream), so a slow restart on a loaded machine does not leave the stream
+    spanning fewer of them. Returns the number of restarts."""
     stop = threading.Event()
     restarts = 0
     failure: list = []
@@ -113,6 +115,10 @@ def stream_with_restarts(srv: DevServer, run: str, stream: str, records: int,
             ahead = t0 + duration * (i + 1) / records - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)
+            deadline = time.monotonic() + 30 * SLACK
+            while restarts < at_least * (i + 1) // records and not failure \
+                    and time.monotonic() < deadline:
+                time.sleep(0.01)
     finally:
         stop.set()
         t.join()
