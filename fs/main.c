@@ -630,7 +630,8 @@ int main(int argc, char *argv[])
 		goto out;
 	if (fuse_set_signal_handlers(tfs.se) == 0) {
 		if (fuse_session_mount(tfs.se, fo.mountpoint) == 0) {
-			ret = serve(&fo, &o, send_to);
+			if (dirops_hook(tfs.se) == 0)
+				ret = serve(&fo, &o, send_to);
 			unmount();
 		}
 		fuse_remove_signal_handlers(tfs.se);

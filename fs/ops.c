@@ -38,6 +38,8 @@ static void tfs_init(void *userdata, struct fuse_conn_info *conn)
 	 * parallel, a piece past the end of the data would park although the
 	 * read() already has data to return. */
 	conn->want &= ~FUSE_CAP_ASYNC_DIO;
+	/* A lookup waiting for the API must not hold up the others. */
+	dirops_want(conn);
 }
 
 static void tfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)

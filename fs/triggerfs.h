@@ -425,6 +425,10 @@ void cachedir_close(void);
 int watch_start(void);
 void watch_stop(void);
 
+/* dirops.c */
+int dirops_hook(struct fuse_session *se);
+void dirops_want(struct fuse_conn_info *conn);
+
 /* ops.c */
 extern const struct fuse_lowlevel_ops tfs_ops;
 char *tfs_stats_json(size_t *len);

@@ -4,6 +4,7 @@ and stream names, and malformed requests to the local server."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import json
 import os
@@ -257,12 +258,15 @@ def test_stream_names_reach_the_server_exactly(mount, server, run):
 
 def test_run_names_reach_the_server_exactly(mount, server):
     names = ["run_" + n for n in TRICKY[:-3] + random_names(10, 7)]
-    for name in names:
-        mark = len(server.request_log_entries())
-        assert os_error(lambda: os.stat(mount.path("runs", name))) == errno.ENOENT, name
-        gets = [e for e in server.request_log_entries()[mark:] if e["method"] == "GET"]
-        assert any(e["path"].startswith("/api/v3/runs/") and last_segment(e["path"]) == name
-                   for e in gets), (name, gets)
+    mark = len(server.request_log_entries())
+    # Looked up together (each unknown run is asked again for seconds).
+    with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
+        errnos = list(pool.map(lambda n: os_error(lambda: os.stat(mount.path("runs", n))),
+                               names))
+    assert errnos == [errno.ENOENT] * len(names), list(zip(names, errnos))
+    asked = {last_segment(e["path"]) for e in server.request_log_entries()[mark:]
+             if e["method"] == "GET" and e["path"].startswith("/api/v3/runs/")}
+    assert [n for n in names if n not in asked] == [], asked
     assert mount.alive()
 
 

@@ -40,6 +40,28 @@ def test_unknown_run_is_enoent(mount):
     assert mount.log_matching(rf"run {bad}\b"), mount.stderr()
 
 
+def test_unknown_runs_looked_up_together_wait_once(mount):
+    """An unknown run is asked again for seconds (the server may read a
+    lagging replica); lookups of other names in runs/ do not queue behind
+    it: `stat` of ten typos at once takes about as long as one."""
+    def stat(names: list) -> tuple:
+        script = 'for r in $NAMES; do stat "$D/$r" >/dev/null 2>&1 & done; ' \
+                 'fails=0; for j in $(jobs -p); do wait "$j" || fails=$((fails+1)); done; ' \
+                 'echo "$fails"'
+        start = time.monotonic()
+        r = sh(script, timeout=120, env={"D": mount.path("runs"), "NAMES": " ".join(names)})
+        return int(r.stdout), time.monotonic() - start
+
+    fails, one = stat(["run_typo0"])
+    assert fails == 1 and one >= 2, one     # the retries did wait
+    names = [f"run_typo{i}" for i in range(1, 11)]
+    fails, ten = stat(names)
+    assert fails == 10
+    assert ten < 2 * one, (one, ten)        # one after the other: 10x
+    for name in names:
+        assert mount.log_matching(rf"run {name}: not found"), name
+
+
 def test_finished_run_refuses_writes_with_erofs(mount, server, run):
     path = mount.input(run, "chat")
     assert sh('echo 1 > "$S"', env={"S": path}).returncode == 0
