@@ -11,6 +11,7 @@
  * itself this changes nothing.
  */
 #include <linux/fuse.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -18,9 +19,9 @@
 
 #include "triggerfs.h"
 
-/* Both are set before the INIT is answered, and the kernel sends nothing
- * else until then: no other thread reads them earlier. */
-static uint64_t init_unique;
+/* Both are set before the INIT is answered (the kernel sends nothing else
+ * until then); a notification may be written meanwhile, hence the atomic. */
+static _Atomic uint64_t init_unique;
 static bool parallel;
 
 static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
