@@ -439,6 +439,8 @@ void stream_open(fuse_req_t req, struct tfs_stream *s, enum node_kind kind,
 	s->listed = true;
 	bool ready = true;
 
+	if (!h->can_read)
+		s->writers++;
 	if (h->can_read) {
 		s->readers++;
 		list_del(&s->idle);
@@ -508,6 +510,8 @@ void stream_release(struct tfs_handle *h)
 	struct tfs_stream *s = h->stream;
 
 	poller_del(h);
+	if (!h->can_read)
+		s->writers--;
 	if (h->can_read && --s->readers == 0 && !s->attr_waiters)
 		sub_stop(s);
 }
@@ -541,14 +545,19 @@ static void idle_expire(double now)
 }
 
 /* lookup/getattr of input/S or log/S: st_size is true at the first stat,
- * so a stream not followed now is caught up with the API first (a lookup
- * of a stream fetched before answers at once: the getattr after it asks). */
+ * so a getattr of a stream not followed now catches it up with the API
+ * first.  But a send must pay no read it does not need, so these answer
+ * with what is known: a lookup (its attributes are never cached, so the
+ * kernel asks getattr before a stat uses them), and a getattr while the
+ * stream is open only for writing (stdio's fstat before a first write:
+ * fstat(2) does not say which descriptor asks). */
 void stream_attr(fuse_req_t req, const struct tfs_node *node, bool entry)
 {
 	struct tfs_stream *s = node->stream;
 
 	pthread_mutex_lock(&tfs.lock);
-	bool ready = (s->sub && s->caught_up) || (entry && s->fetched);
+	bool ready = (s->sub && s->caught_up) || entry ||
+		     (s->writers && !s->readers);
 
 	if (!ready && !s->sub) {
 		sub_start(s);
@@ -653,7 +662,6 @@ static void on_event(void *arg, enum trigger_sub_event ev,
 	case TRIGGER_SUB_CAUGHT_UP:
 		if (ctx->active) {
 			s->caught_up = true;
-			s->fetched = true;
 			fail_waiters(s, WAIT_OPEN, 0);
 		}
 		break;

@@ -205,6 +205,7 @@ struct tfs_stream {
 	/* the subscription shared by every reader */
 	struct tfs_subctx *sub;
 	int readers;                 /* open handles that read */
+	int writers;                 /* open handles that only write */
 	trigger_code sub_error;      /* the subscription gave up with this */
 	struct list waiters;         /* struct tfs_waiter */
 	struct list pollers;         /* struct tfs_handle with a poll handle */
@@ -215,7 +216,6 @@ struct tfs_stream {
 
 	/* the flags, together (no padding between them) */
 	bool listed;                 /* used through the mount: in readdir */
-	bool fetched;                /* caught up at least once */
 	bool caught_up;
 	bool output;                 /* an output stream (runs/R/output/S) */
 
