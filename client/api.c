@@ -31,7 +31,8 @@
 #define RATE_MARGIN_MS 250      /* after a 429's reset, to be past it */
 #define MIN_ATTEMPT_MS 5000     /* an attempt after a long wait gets this */
 #define LAST_TRY_MS 50          /* the time a last attempt gets */
-#define SINCE_MAX 64            /* own sends remembered between two reads */
+#define SINCE_MAX 256           /* own sends remembered between two reads:
+				 * past it, the next send reads the tail */
 #define CLOCK_MARGIN_MS 3000    /* how far our idea of the server's clock
 				 * may be ahead of it (Date has seconds) */
 #define STREAM_IDLE_MS 600000   /* forget a stream unused this long */

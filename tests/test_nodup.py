@@ -187,10 +187,10 @@ def test_identical_values_are_counted_not_merged(server, run, pattern_proxy):
 
 @pytest.mark.parametrize("other_writer", [False, True])
 def test_many_sends_between_faults(server, run, pattern_proxy, other_writer):
-    # Runs of 100 plain sends (past what the client remembers of its own
+    # Runs of 300 plain sends (past the 256 the client remembers of its own
     # sends between two reads of the stream) end in faults; with another
     # writer storing other values all along: each "x" of ours once.
-    proxy = pattern_proxy(("pass",) * 100 + ("drop", "pass", "cut", "502", "drop", "pass"))
+    proxy = pattern_proxy(("pass",) * 300 + ("drop", "pass", "cut", "502", "drop", "pass"))
     stop = threading.Event()
     others: list = []
 
@@ -203,17 +203,17 @@ def test_many_sends_between_faults(server, run, pattern_proxy, other_writer):
     if other_writer:
         t.start()
     try:
-        cli_send(server, proxy.url, run, "mix", ['"x"'] * 212)
+        cli_send(server, proxy.url, run, "mix", ['"x"'] * 612)
     finally:
         stop.set()
         if other_writer:
             t.join()
     stored = [v for _, v in server.records(run, "mix")]
-    assert stored.count("x") == 212
+    assert stored.count("x") == 612
     assert [v for v in stored if v != "x"] == [{"other": k} for k in others]
     assert len(others) > 10 if other_writer else not others
     assert proxy.faults()["drop"] == 4, proxy.faults()
-    check_attempts(proxy, 212)
+    check_attempts(proxy, 612)
 
 
 def test_a_send_whose_every_answer_is_lost_is_found_not_repeated(server, run, pattern_proxy):
