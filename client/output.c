@@ -313,8 +313,8 @@ static void check_event(void *arg, enum trigger_sub_event ev,
 	struct trigger_result none = { .code = TRIGGER_E_PROTOCOL };
 
 	if (os && ev == TRIGGER_SUB_CAUGHT_UP) {
-		snprintf(none.error, sizeof(none.error), "S2 said record %lld "
-			 "was stored, the stream does not hold it", os->next_seq);
+		snprintf(none.error, sizeof(none.error), "S2's tail is past "
+			 "record %lld, the stream does not hold it", os->next_seq);
 		check_over(os, CK_FAILED, &none, 1);
 	} else if (os && (ev == TRIGGER_SUB_FAILED || ev == TRIGGER_SUB_CLOSED)) {
 		check_over(os, CK_FAILED, res, 0);
@@ -372,8 +372,9 @@ static void check_done(struct out_stream *os)
 	}
 	os->next_seq = os->ck_tail;
 	if (ck == CK_STORED) {
-		tc_result_set(&res, TRIGGER_OK, "stored");
-		batch_finish(os, &res);
+		struct trigger_result ok = { .code = TRIGGER_OK };
+
+		batch_finish(os, &ok);
 	} else if (ck == CK_NOT_STORED) {
 		os->unsure = 0;
 		free(os->body);         /* it goes again with the new match */
@@ -403,9 +404,11 @@ static void mismatch(struct out_stream *os, json_t *body)
 	json_t *t = json_object_get(body, "seq_num_mismatch");
 	struct trigger_result res = { .code = TRIGGER_E_PROTOCOL, .status = 412 };
 
-	if (!json_is_integer(t) || json_integer_value(t) < 0) {
+	/* A tail equal to the match sent would make a loop, not progress. */
+	if (!json_is_integer(t) || json_integer_value(t) < 0 ||
+	    json_integer_value(t) == os->next_seq) {
 		tc_result_set(&res, TRIGGER_E_PROTOCOL, "S2 answered 412 "
-			      "without the stream's tail");
+			      "without another tail");
 		batch_finish(os, &res);
 		pending_fail(os, &res);
 		out_pump(os);
