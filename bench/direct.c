@@ -369,12 +369,14 @@ static void fleet_stream(const struct fleet *f, size_t i, char *buf, size_t len)
 	snprintf(buf, len, "%s%zu", f->prefix, i % f->k);
 }
 
-/* One subscription stands for `waiters` readers of its stream: the first
- * record releases all of them, as one fan-out releases triggerfs's. */
+/* One subscription stands for `want` readers of its stream, each released
+ * by a record of its own, as triggerfs's input/S hands each record to one
+ * reader: the stream's readers are all released at its want-th record. */
 struct watch {
 	struct latch *ready, *released, *closed;
 	trigger_sub *sub;
-	int caught_up, got;
+	long want, got;
+	int caught_up;
 };
 
 static void watch_record(void *arg, const struct trigger_record *rec)
@@ -382,7 +384,7 @@ static void watch_record(void *arg, const struct trigger_record *rec)
 	struct watch *w = arg;
 
 	(void)rec;
-	if (!w->got++)
+	if (++w->got == w->want)
 		latch_count(w->released, NULL);
 }
 
@@ -418,7 +420,7 @@ static int cmd_waiters(trigger_client *c, char **argv)
 	latch_init(&released, (long)n);
 	latch_init(&closed, (long)n);
 	for (size_t i = 0; i < n; i++) {
-		w[i] = (struct watch){ &ready, &released, &closed, NULL, 0, 0 };
+		w[i] = (struct watch){ &ready, &released, &closed, NULL, per, 0, 0 };
 		fleet_stream(&f, i, name, sizeof(name));
 		w[i].sub = trigger_subscribe(c, f.runs[i / f.k], name, -1, &cb, &w[i]);
 		if (!w[i].sub)
