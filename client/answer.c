@@ -59,6 +59,12 @@ int64_t tc_server_s(const trigger_client *c)
 	return tc_wall_s() + atomic_load_explicit(&c->skew_s, memory_order_relaxed);
 }
 
+int64_t tc_server_ms(const trigger_client *c, int64_t wall_ms)
+{
+	return wall_ms + 1000 *
+	       atomic_load_explicit(&c->skew_s, memory_order_relaxed);
+}
+
 /* Date has whole seconds and arrives a little late: the skew seen is off
  * by a second or so either way, which a token living minutes ignores. */
 void tc_clock_seen(trigger_client *c, int64_t date_s)

@@ -31,7 +31,10 @@
 #define RATE_MARGIN_MS 250      /* after a 429's reset, to be past it */
 #define MIN_ATTEMPT_MS 5000     /* an attempt after a long wait gets this */
 #define LAST_TRY_MS 50          /* the time a last attempt gets */
-#define SINCE_MAX 64            /* own sends remembered between two reads */
+#define SINCE_MAX 256           /* own sends remembered between two reads:
+				 * past it, the next send reads the tail */
+#define CLOCK_MARGIN_MS 3000    /* how far our idea of the server's clock
+				 * may be ahead of it (Date has seconds) */
 #define STREAM_IDLE_MS 600000   /* forget a stream unused this long */
 
 /* A (run, stream) this client sends to: the sends waiting their turn, and
@@ -43,6 +46,11 @@ struct stream {
 	/* The stream's tail (next seq) when it was last read: since records
 	 * are never removed, a lower bound of the tail ever after. */
 	long long base;
+	/* Or, before any read (timed), where our sends begin by the records'
+	 * timestamps: none of ours is stored before from_ms (our clock, taken
+	 * to the server's when records are compared, by the latest Date). */
+	int timed;
+	int64_t from_ms;
 	int known;              /* since[] has all our sends stored from base */
 	int ever_known;         /* base was learned once (see send_begin) */
 	int unreadable;         /* the credential may not read it: no checks */
@@ -592,23 +600,34 @@ static void stream_remove(trigger_client *c, struct tc_req *r)
  * client reads the stream to see whether it is already there.
  *
  * Nothing of ours can mark a send (the envelope id is the server's, the
- * value the user's), so a send is recognised by its value, counting: before
- * its first send to a stream the client reads the stream's tail (base);
- * from then on it remembers a hash of each value of its own stored from
- * base on.  A send whose outcome is unknown was stored iff the records
- * from base hold more copies of its value than our earlier sends account
- * for.  Each read moves base to the tail it saw.  With this client the only
- * writer that is exact.  What it cannot tell apart: another writer storing
- * the very same value to the same stream after base (the send is then
- * taken as stored, and lost if it was not), and a request held up inside
- * the server until after the read (it is repeated and stored twice).
- * A credential that may not read the stream gets the old blind retries.
+ * value the user's), so a send is recognised by its value, counting: from
+ * a place in the stream before our first send to it (base), the client
+ * remembers a hash of each value of its own stored since.  A send whose
+ * outcome is unknown was stored iff the records from base hold more copies
+ * of its value than our earlier sends account for.  Each read moves base
+ * to the tail it saw.
+ *
+ * The first send to a stream goes at once, without a read to learn its
+ * tail (which would cost it a round trip): base is then a time (timed),
+ * our idea of the server's clock when it began less CLOCK_MARGIN_MS, and
+ * a check counts only records stamped from then on.  If the client
+ * already follows the stream (a reader of the mount), its subscription
+ * gives a seq instead.
+ *
+ * With this client the only writer that is exact.  What it cannot tell
+ * apart: another writer storing the very same value to the same stream
+ * after base (or in the margin before a timed base: the send is then taken
+ * as stored, and lost if it was not), and a request held up inside the
+ * server until after the read (it is repeated and stored twice).  A
+ * credential that may not read the stream gets the old blind retries.
  */
 
 struct stream_read {            /* lives until its subscription's CLOSED */
 	trigger_sub *sub;
 	struct tc_req *r;       /* NULL once the send stopped waiting */
 	uint64_t want;          /* verifying: the value looked for */
+	int64_t from_ms;        /* verifying: only records stamped from then
+				 * (our clock, see struct stream) */
 	long long last;
 	unsigned matches;
 };
@@ -656,6 +675,7 @@ static void read_record(void *arg, const struct trigger_record *rec)
 		return;
 	v->last = rec->seq;
 	if (v->r->verifying &&
+	    rec->timestamp >= tc_server_ms(v->r->c, v->from_ms) &&
 	    json_value_hash(rec->json, rec->json_len) == v->want)
 		v->matches++;
 }
@@ -699,6 +719,7 @@ static void read_start(struct tc_req *r, int verifying)
 	if (v) {
 		v->r = r;
 		v->want = r->vhash;
+		v->from_ms = st->timed ? st->from_ms : INT64_MIN / 2;
 		v->last = -1;
 		r->read = v;
 		v->sub = trigger_subscribe(c, st->run, st->name, r->rd_from - 1,
@@ -770,6 +791,7 @@ static void read_done(struct tc_req *r)
 
 		st->base = r->rd_last + 1 > r->rd_from ? r->rd_last + 1 :
 			   r->rd_from;
+		st->timed = 0;
 		st->known = st->ever_known = 1;
 		st->nsince = 0;
 		r->maybe_stored = 0;
@@ -788,29 +810,39 @@ static void read_done(struct tc_req *r)
 		req_attempt(r);
 		return;
 	}
+	if (res->code == TRIGGER_E_FORBIDDEN) {
+		/* The first read of a stream we may write but not read. */
+		st->unreadable = 1;
+		r->unverified = 1;
+		send_again(r);
+		return;
+	}
 	req_finish(r, r->verifying && r->trouble.code ? &r->trouble : res);
 }
 
-/* A send's turn: first learn where its stream stands, if need be.  When
- * this client already follows the stream (a reader of the mount), the
- * subscription says where it stands, as a tail read would, without the
- * round trip: it is behind the server's tail only by what is on its way,
+/* A send's turn: first learn where its stream stands, if need be.  A
+ * stream never known starts from a timed base, or, when this client
+ * already follows it (a reader of the mount), from its subscription, as
+ * a tail read would: behind the server's tail only by what is on its way,
  * as a tail read is by the time between the read and the send.  Only for
  * a stream never known: after a send whose outcome stayed unknown, that
- * send may be what is on its way, and the read has to place it. */
+ * send may be what is on its way, and a read has to place it. */
 static void send_begin(struct tc_req *r)
 {
 	struct stream *st = r->st;
-	long long next;
 
-	if (!st->known && !st->ever_known && !st->unreadable &&
-	    (next = tc_sub_next(r->c, st->url)) >= 0) {
-		st->base = next;
+	if (!st->known && !st->ever_known && !st->unreadable) {
+		st->base = tc_sub_next(r->c, st->url);
+		st->timed = st->base < 0;
+		if (st->timed) {
+			st->base = 0;
+			st->from_ms = tc_wall_ms() - CLOCK_MARGIN_MS;
+		}
 		st->known = st->ever_known = 1;
 		st->nsince = 0;
 	}
-	if (r->st->known || r->st->unreadable) {
-		r->unverified = r->st->unreadable;
+	if (st->known || st->unreadable) {
+		r->unverified = st->unreadable;
 		req_attempt(r);
 	} else {
 		read_start(r, 0);

@@ -416,6 +416,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 			curl_easy_getinfo(x->easy, CURLINFO_LOCAL_PORT, &x->lport);
 			if (!x->client->proto)
 				tc_conn_learn(x->client, x->easy);
+			tc_clock_seen(x->client, x->ans.date_s);
 			if (x->ops->headers)
 				x->ops->headers(x, status);
 		}
@@ -653,7 +654,6 @@ static void collect_done(trigger_client *c)
 		x->os_errno = 0;
 		curl_easy_getinfo(m->easy_handle, CURLINFO_OS_ERRNO, &x->os_errno);
 		xfer_release(c, x, 0);
-		tc_clock_seen(c, x->ans.date_s);
 		x->ops->done(x, rc);
 	}
 }

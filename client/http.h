@@ -34,6 +34,8 @@ int64_t tc_wall_ms(void);
  * their expiry judged on it, since the server allows no skew (answer.c).
  * Any thread. */
 int64_t tc_server_s(const trigger_client *c);
+/* Our clock's wall_ms (tc_wall_ms) on the server's, as best known now. */
+int64_t tc_server_ms(const trigger_client *c, int64_t wall_ms);
 void tc_clock_seen(trigger_client *c, int64_t date_s);
 
 /* ---- intrusive helpers ---------------------------------------------- */

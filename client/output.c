@@ -19,6 +19,9 @@
  * stored after a value that was not.  A value submitted with `fresh` asks
  * for the credentials again first, so that a finished run refuses it.
  *
+ * No batch is stored twice, though an append whose answer was lost is
+ * sent again: see "was it stored?" below.
+ *
  * Everything below runs on the event thread except trigger_output_append.
  */
 #include <stdio.h>
@@ -38,8 +41,9 @@ struct out_item {
 	struct out_item *next;
 	trigger_client *c;
 	char *run, *name, *key;
-	char *json;                     /* the value */
+	char *json;                     /* the record's body */
 	size_t len;
+	char id[8];                     /* its envelope id, random */
 	int fresh;
 	int64_t deadline;
 	trigger_done_fn done;
@@ -61,9 +65,18 @@ struct out_stream {
 	struct tc_xfer xfer;
 	char *resp;
 	size_t resp_len;
-	struct tc_timer timer;          /* send the next batch (now, or a retry) */
+	struct tc_timer timer;          /* send the next batch (now, or a retry),
+					   or act on a check */
 	int64_t backoff, idle_at;
 	struct trigger_result trouble;
+	/* was it stored? */
+	long long next_seq;             /* S2's tail as last learned: the
+					   match_seq_num of every append */
+	int unsure;                     /* an attempt of the batch may have
+					   been stored (its answer was lost) */
+	enum { CK_NONE, CK_READING, CK_STORED, CK_NOT_STORED, CK_FAILED } ck;
+	long long ck_tail;              /* the tail the 412 gave */
+	struct out_check *check;        /* CK_READING */
 };
 
 struct tc_output {
@@ -102,6 +115,7 @@ static void batch_finish(struct out_stream *os, const struct trigger_result *res
 	struct out_item *it = os->batch;
 
 	os->batch = NULL;
+	os->unsure = 0;
 	free(os->body);
 	os->body = NULL;
 	os->backoff = 0;
@@ -213,16 +227,200 @@ static int out_data(struct tc_xfer *x, const char *buf, size_t len)
 	return 0;
 }
 
+static void keep_trouble(struct out_stream *os, const struct trigger_result *res)
+{
+	os->trouble = *res;
+	os->trouble.body = NULL;
+	os->trouble.headers = NULL;
+}
+
 static void retry_later(struct out_stream *os, const struct trigger_result *res)
 {
 	int64_t now = tc_now_ms(), at = now + tc_backoff(os->c, &os->backoff);
 
-	os->trouble = *res;
-	os->trouble.body = NULL;
-	os->trouble.headers = NULL;
+	keep_trouble(os, res);
 	if (at > os->batch->deadline)
 		at = os->batch->deadline;
 	tc_timer_arm(os->c, &os->timer, at);
+}
+
+/* ---- was it stored? --------------------------------------------------------
+ *
+ * Every append carries match_seq_num = os->next_seq, where S2's tail is
+ * believed to be: S2 stores a batch only if its first record gets that
+ * number, else it stores nothing and answers 412 {"seq_num_mismatch":
+ * <the tail>}.  The tail starts as a guess (0) and is learned from every
+ * ack and every 412; a 412 to an append whose fate is known just corrects
+ * it, and the batch goes again at once.  So a batch sent with match E is
+ * stored at E or not at all, and never once the tail has passed E.
+ *
+ * An append whose answer was lost (unsure) goes again with the same E:
+ *   - 200: this attempt stored it; the lost one no longer can.
+ *   - 412 with tail T: the lost attempt was stored iff the record at E is
+ *     the batch's first.  T == E + n alone cannot tell: another writer
+ *     (the task itself) may have stored n records instead.  So the record
+ *     at E is read, through the API's read route (S2 tokens from the API
+ *     may only append), and its envelope id, random per record, compared
+ *     with ours: ours -> stored, done; another -> not stored, and with
+ *     the tail past E never will be: sent again with match T.
+ *   - the record cannot be read (refused, not there, the send timeout):
+ *     the batch fails, maybe stored, rather than being sent blind.
+ */
+
+struct out_check {              /* lives until its subscription's CLOSED */
+	trigger_sub *sub;
+	struct out_stream *os;  /* NULL once the batch stopped waiting */
+};
+
+/* The batch stops waiting for the read (which frees itself at CLOSED). */
+static void check_detach(struct out_stream *os, int unsubscribe)
+{
+	struct out_check *v = os->check;
+
+	os->check = NULL;
+	v->os = NULL;
+	if (unsubscribe)
+		trigger_unsubscribe(v->sub);
+}
+
+/* The read is over: act on ck from the timer, outside its callbacks. */
+static void check_over(struct out_stream *os, int ck,
+		       const struct trigger_result *res, int unsubscribe)
+{
+	if (res)
+		keep_trouble(os, res);
+	os->ck = ck;
+	tc_timer_arm(os->c, &os->timer, tc_now_ms());
+	check_detach(os, unsubscribe);
+}
+
+static void check_record(void *arg, const struct trigger_record *rec)
+{
+	struct out_check *v = arg;
+	struct out_stream *os = v->os;
+
+	if (os && rec->seq >= os->next_seq)
+		check_over(os, rec->seq == os->next_seq &&
+			       !strcmp(rec->id, os->batch->id)
+			       ? CK_STORED : CK_NOT_STORED, NULL, 1);
+}
+
+static void check_event(void *arg, enum trigger_sub_event ev,
+			const struct trigger_result *res)
+{
+	struct out_check *v = arg;
+	struct out_stream *os = v->os;
+	struct trigger_result none = { .code = TRIGGER_E_PROTOCOL };
+
+	if (os && ev == TRIGGER_SUB_CAUGHT_UP) {
+		snprintf(none.error, sizeof(none.error), "S2's tail is past "
+			 "record %lld, the stream does not hold it", os->next_seq);
+		check_over(os, CK_FAILED, &none, 1);
+	} else if (os && (ev == TRIGGER_SUB_FAILED || ev == TRIGGER_SUB_CLOSED)) {
+		check_over(os, CK_FAILED, res, 0);
+	} else if (os && ev == TRIGGER_SUB_RECONNECTING && res) {
+		keep_trouble(os, res);
+	}
+	if (ev == TRIGGER_SUB_CLOSED)
+		free(v);
+}
+
+static const struct trigger_sub_callbacks check_cb = {
+	.record = check_record,
+	.event = check_event,
+};
+
+/* A 412 to an unsure batch: read the record at os->next_seq. */
+static void check_start(struct out_stream *os)
+{
+	struct out_check *v = calloc(1, sizeof(*v));
+	struct trigger_result res = { .code = TRIGGER_E_NOMEM };
+
+	if (v) {
+		v->os = os;
+		os->check = v;
+		os->ck = CK_READING;
+		v->sub = trigger_subscribe_output(os->c, os->run, os->name,
+						  os->next_seq - 1, &check_cb, v);
+	}
+	if (!v || !v->sub) {
+		os->check = NULL;
+		free(v);
+		tc_result_set(&res, TRIGGER_E_NOMEM, "cannot read the stream to "
+			      "see whether a batch was stored");
+		keep_trouble(os, &res);
+		os->ck = CK_FAILED;
+		tc_timer_arm(os->c, &os->timer, tc_now_ms());
+		return;
+	}
+	tc_timer_arm(os->c, &os->timer, os->batch->deadline);
+}
+
+/* From the timer: the check's verdict, or the deadline while reading. */
+static void check_done(struct out_stream *os)
+{
+	int ck = os->ck;
+	struct trigger_result res = os->trouble;
+
+	os->ck = CK_NONE;
+	if (ck == CK_READING) {         /* the send timeout came first */
+		check_detach(os, 1);
+		if (!res.code)
+			tc_result_set(&res, TRIGGER_E_TIMEOUT, "no answer within "
+				      "the send timeout");
+		ck = CK_FAILED;
+	}
+	os->next_seq = os->ck_tail;
+	if (ck == CK_STORED) {
+		struct trigger_result ok = { .code = TRIGGER_OK };
+
+		batch_finish(os, &ok);
+	} else if (ck == CK_NOT_STORED) {
+		os->unsure = 0;
+		free(os->body);         /* it goes again with the new match */
+		os->body = NULL;
+	} else {
+		batch_finish(os, &res);
+		pending_fail(os, &res);
+	}
+	out_pump(os);
+}
+
+/* An ack: the next append goes where the stream's tail is now. */
+static void learn_tail(struct out_stream *os, json_t *ack)
+{
+	json_t *t = json_object_get(json_object_get(ack, "tail"), "seq_num");
+
+	if (!json_is_integer(t))
+		t = json_object_get(json_object_get(ack, "end"), "seq_num");
+	/* Without it, a guess that the next 412 corrects. */
+	os->next_seq = json_is_integer(t) ? json_integer_value(t)
+					  : os->next_seq + (long long)os->nbatch;
+}
+
+/* A 412: the tail is T; was the batch stored by an earlier attempt? */
+static void mismatch(struct out_stream *os, json_t *body)
+{
+	json_t *t = json_object_get(body, "seq_num_mismatch");
+	struct trigger_result res = { .code = TRIGGER_E_PROTOCOL, .status = 412 };
+
+	/* A tail equal to the match sent would make a loop, not progress. */
+	if (!json_is_integer(t) || json_integer_value(t) < 0 ||
+	    json_integer_value(t) == os->next_seq) {
+		tc_result_set(&res, TRIGGER_E_PROTOCOL, "S2 answered 412 "
+			      "without another tail");
+		batch_finish(os, &res);
+		pending_fail(os, &res);
+		out_pump(os);
+		return;
+	}
+	os->ck_tail = json_integer_value(t);
+	if (os->unsure && os->ck_tail > os->next_seq) {
+		check_start(os);
+		return;
+	}
+	os->ck = CK_NOT_STORED;         /* not ours: nothing was stored */
+	check_done(os);
 }
 
 static void out_xfer_done(struct tc_xfer *x, CURLcode rc)
@@ -240,12 +438,20 @@ static void out_xfer_done(struct tc_xfer *x, CURLcode rc)
 		out_pump(os);
 		return;
 	}
+	if (res.status == 412) {
+		mismatch(os, body);
+		json_decref(body);
+		return;
+	}
 	if (res.code != TRIGGER_OK && tc_retryable(rc, res.status) &&
 	    !os->c->down && tc_now_ms() < os->batch->deadline) {
+		os->unsure = 1;         /* it may have reached S2 */
 		retry_later(os, &res);
 		json_decref(body);
 		return;
 	}
+	if (res.code == TRIGGER_OK)
+		learn_tail(os, body);
 	if (res.code == TRIGGER_E_TIMEOUT && os->trouble.code)
 		res = os->trouble;
 	batch_finish(os, &res);
@@ -260,10 +466,13 @@ static const struct tc_xfer_ops out_ops = {
 	.done = out_xfer_done,
 };
 
-/* The records of the batch as S2's JSON append input. */
-static char *batch_body(struct out_item *it, size_t n)
+/* The records of the batch as S2's JSON append input, stored only at
+ * seq match. */
+static char *batch_body(struct out_item *it, size_t n, long long match)
 {
-	json_t *recs = json_array(), *o = json_pack("{s:o}", "records", recs);
+	json_t *recs = json_array();
+	json_t *o = json_pack("{s:o,s:I}", "records", recs, "match_seq_num",
+			      (json_int_t)match);
 	char *text;
 	size_t done = 0;
 
@@ -304,7 +513,7 @@ static void batch_send(struct out_stream *os)
 	struct trigger_result res = { 0 };
 
 	if (!os->body)
-		os->body = batch_body(os->batch, os->nbatch);
+		os->body = batch_body(os->batch, os->nbatch, os->next_seq);
 	s.body = os->body;
 	s.body_len = os->body ? strlen(os->body) : 0;
 	s.once = 1;
@@ -326,7 +535,7 @@ static void batch_send(struct out_stream *os)
 /* Move on: credentials first, then the next batch. */
 static void out_pump(struct out_stream *os)
 {
-	if (os->putting || os->xfer.easy || os->c->down)
+	if (os->putting || os->xfer.easy || os->check || os->c->down)
 		return;
 	if (!os->batch && !os->head)
 		return;
@@ -343,7 +552,12 @@ static void out_pump(struct out_stream *os)
 
 static void out_on_timer(struct tc_timer *t)
 {
-	out_pump(tc_container_of(t, struct out_stream, timer));
+	struct out_stream *os = tc_container_of(t, struct out_stream, timer);
+
+	if (os->ck != CK_NONE)
+		check_done(os);
+	else
+		out_pump(os);
 }
 
 /* ---- streams and submission -------------------------------------------- */
@@ -437,12 +651,13 @@ static void append_cmd(trigger_client *c, struct tc_cmd *cmd)
 		tc_timer_arm(c, &os->timer, tc_now_ms());
 }
 
-/* A record body as the SDK's encodeChunk writes it. */
-static char *record_text(trigger_client *c, const char *json, size_t len)
+/* A record body as the SDK's encodeChunk writes it; id gets its id. */
+static char *record_text(trigger_client *c, const char *json, size_t len,
+			 char id[8])
 {
 	static const char alphabet[] =
 		"useandom-26T198340PX75pxJACKVERYMINDBUSHWOLF_GQZbfghjklqvwyzrict";
-	char hex[15], id[8], *text = malloc(len + sizeof("{\"data\":,\"id\":\"1234567\"}"));
+	char hex[15], *text = malloc(len + sizeof("{\"data\":,\"id\":\"1234567\"}"));
 
 	tc_random_hex(c, hex, 14);
 	for (int i = 0; i < 7; i++)
@@ -457,7 +672,7 @@ static char *record_text(trigger_client *c, const char *json, size_t len)
 static void append_cmd_first(trigger_client *c, struct tc_cmd *cmd)
 {
 	struct out_item *it = tc_container_of(cmd, struct out_item, cmd);
-	char *text = c->down ? NULL : record_text(c, it->json, it->len);
+	char *text = c->down ? NULL : record_text(c, it->json, it->len, it->id);
 
 	if (text) {
 		free(it->json);
@@ -520,6 +735,8 @@ void tc_output_shutdown(trigger_client *c)
 							struct out_stream, link);
 
 		tc_xfer_stop(c, &os->xfer);
+		if (os->check)
+			check_detach(os, 1);
 		tc_timer_cancel(c, &os->timer);
 		tc_timer_unreserve(c);
 		tc_link_del(&os->link);

@@ -111,20 +111,14 @@ static void tfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, ENOENT);
 }
 
-static void tfs_getattr(fuse_req_t req, fuse_ino_t ino,
-			struct fuse_file_info *fi)
+/* The attributes known now, without asking the API. */
+static void reply_attr_known(fuse_req_t req, fuse_ino_t ino)
 {
 	struct stat st;
 
-	(void)fi;
 	pthread_mutex_lock(&tfs.lock);
 	struct tfs_node *n = tree_node(ino);
 
-	if (n && (n->kind == NODE_INPUT || n->kind == NODE_LOG)) {
-		pthread_mutex_unlock(&tfs.lock);
-		stream_attr(req, n, false);
-		return;
-	}
 	if (n)
 		tree_attr(n, &st);
 	pthread_mutex_unlock(&tfs.lock);
@@ -134,16 +128,35 @@ static void tfs_getattr(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_attr(req, &st, S_ISDIR(st.st_mode) ? DIR_TIMEOUT : 0);
 }
 
+static void tfs_getattr(fuse_req_t req, fuse_ino_t ino,
+			struct fuse_file_info *fi)
+{
+	(void)fi;
+	pthread_mutex_lock(&tfs.lock);
+	struct tfs_node *n = tree_node(ino);
+	bool live = n && (n->kind == NODE_INPUT || n->kind == NODE_LOG);
+
+	pthread_mutex_unlock(&tfs.lock);
+	if (live)
+		stream_attr(req, n, false);     /* st_size is live */
+	else
+		reply_attr_known(req, ino);
+}
+
 /* The log is append-only: truncate is accepted and ignored (so `>` works),
- * and so are time stamps (so `touch` works); modes and owners are fixed. */
+ * and so are time stamps (so `touch` works); modes and owners are fixed.
+ * The answer does not wait for a stream's size: `echo > input/S` sets the
+ * times on open, and a send must not pay a read; a stat after asks getattr
+ * (streams' attributes are never cached). */
 static void tfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 			int to_set, struct fuse_file_info *fi)
 {
 	(void)attr;
+	(void)fi;
 	if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))
 		fuse_reply_err(req, EPERM);
 	else
-		tfs_getattr(req, ino, fi);
+		reply_attr_known(req, ino);
 }
 
 static void tfs_opendir(fuse_req_t req, fuse_ino_t ino,

@@ -84,10 +84,8 @@ size_t stream_size(const struct tfs_stream *s, enum node_kind kind)
 
 static void waiter_unlink(struct tfs_waiter *w)
 {
-	list_del(&w->snode);
-	list_del(&w->dnode);
-	tfs.parked[w->kind]--;
-	if (w->kind == WAIT_READ)
+	parked_unlink(&w->p);
+	if (w->p.kind == WAIT_READ)
 		runs_del_waiter(w->stream->run);
 }
 
@@ -175,12 +173,8 @@ static bool read_answer(fuse_req_t req, struct tfs_handle *h, size_t size,
 		fuse_reply_buf(req, NULL, 0);
 	} else if (s->sub_error) {
 		fuse_reply_err(req, tfs_errno(s->sub_error));
-	} else if (tfs.shutting_down) {
-		fuse_reply_err(req, tfs_errno(TRIGGER_E_CANCELLED));
-	} else if (flags & O_NONBLOCK) {
-		fuse_reply_err(req, EAGAIN);
 	} else {
-		return false;
+		return parked_refused(req, flags);
 	}
 	return true;
 }
@@ -222,14 +216,14 @@ static void attr_finish(struct tfs_waiter *w, int err)
 	tree_attr(tree_node(w->ino), &e.attr);
 	/* Past the kernel's request timeout guard, the size known so far is
 	 * better than an error (stat(2) callers do not retry EINTR). */
-	if (err == EINTR && fuse_req_interrupted(w->req)) {
-		fuse_reply_err(w->req, EINTR);
+	if (err == EINTR && fuse_req_interrupted(w->p.req)) {
+		fuse_reply_err(w->p.req, EINTR);
 	} else if (w->answer == ANSWER_ENTRY) {
 		e.ino = w->ino;
 		e.entry_timeout = 1.0;
-		fuse_reply_entry(w->req, &e);
+		fuse_reply_entry(w->p.req, &e);
 	} else {
-		fuse_reply_attr(w->req, &e.attr, 0);
+		fuse_reply_attr(w->p.req, &e.attr, 0);
 	}
 	idle_check(s);
 }
@@ -242,59 +236,60 @@ static void open_finish(struct tfs_waiter *w, int err)
 		return;
 	}
 	if (!err) {
-		fuse_reply_open(w->req, &w->fi);
+		fuse_reply_open(w->p.req, &w->fi);
 		return;
 	}
 	struct tfs_handle *h = (struct tfs_handle *)(uintptr_t)w->fi.fh;
 
 	stream_release(h);
 	handle_free(h);
-	fuse_reply_err(w->req, err);
+	fuse_reply_err(w->p.req, err);
 }
 
-/* Take a parked request off every list and answer it with err (0: as the
- * state now allows; for reads that means data or end of file). */
-static void waiter_finish(struct tfs_waiter *w, int err)
+/* The queues' finish: take a parked request off every list and answer it
+ * with err (0: as the state now allows; for reads that means data or end
+ * of file). */
+static void waiter_finish(struct tfs_parked *p, int err)
 {
+	struct tfs_waiter *w = list_entry(p, struct tfs_waiter, p);
+
 	waiter_unlink(w);
+	if (p->expired && p->kind == WAIT_OPEN)
+		tfs_log(LOG_ERR, "run %s stream %s: no answer from the API in time",
+			w->stream->run->id, w->stream->name);
 	/* A reader interrupted meanwhile (maybe killed) must not take a
 	 * record with it: the next reader gets it. */
-	if (!err && w->kind == WAIT_READ && fuse_req_interrupted(w->req))
+	if (!err && p->kind == WAIT_READ && fuse_req_interrupted(p->req))
 		err = EINTR;
-	if (w->kind == WAIT_OPEN)
+	if (p->kind == WAIT_OPEN)
 		open_finish(w, err);
 	else if (err)
-		fuse_reply_err(w->req, err);
-	else if (!read_answer(w->req, w->handle, w->size, w->off, 0))
-		fuse_reply_err(w->req, EIO);  /* not reached: callers checked */
+		fuse_reply_err(p->req, err);
+	else if (!read_answer(p->req, w->handle, w->size, w->off, 0))
+		fuse_reply_err(p->req, EIO);  /* not reached: callers checked */
 	free(w);
+}
+
+/* Called with tfs.lock held from tree.c when the stream is made. */
+void stream_init_queues(struct tfs_stream *s)
+{
+	list_init(&s->reads.reqs);
+	list_init(&s->opens.reqs);
+	s->reads.finish = waiter_finish;
+	s->opens.finish = waiter_finish;
 }
 
 /* Answer every parked read the current state allows. */
 static void wake_readers(struct tfs_stream *s)
 {
-	struct list *p, *next;
+	struct list *n, *next;
 
-	for (p = s->waiters.next; p != &s->waiters; p = next) {
-		struct tfs_waiter *w = list_entry(p, struct tfs_waiter, snode);
+	for (n = s->reads.reqs.next; n != &s->reads.reqs; n = next) {
+		struct tfs_waiter *w = list_entry(n, struct tfs_waiter, p.node);
 
-		next = p->next;
-		if (w->kind == WAIT_READ &&
-		    (has_data(w->handle, w->off) || s->run->finished))
-			waiter_finish(w, 0);
-	}
-}
-
-static void fail_waiters(struct tfs_stream *s, enum waiter_kind kind, int err)
-{
-	struct list *p, *next;
-
-	for (p = s->waiters.next; p != &s->waiters; p = next) {
-		struct tfs_waiter *w = list_entry(p, struct tfs_waiter, snode);
-
-		next = p->next;
-		if (w->kind == kind)
-			waiter_finish(w, err);
+		next = n->next;
+		if (has_data(w->handle, w->off) || s->run->finished)
+			waiter_finish(&w->p, 0);
 	}
 }
 
@@ -333,78 +328,30 @@ static void notify_pollers(struct tfs_stream *s)
 	}
 }
 
-/* Interrupts arrive on a FUSE worker thread.  The waiter may already have
- * been answered and freed, so it is looked up by request, never trusted by
- * pointer. */
-static void on_interrupt(fuse_req_t req, void *data)
-{
-	struct tfs_stream *s = data;
-	struct list *p;
-
-	pthread_mutex_lock(&tfs.lock);
-	for (p = s->waiters.next; p != &s->waiters; p = p->next) {
-		struct tfs_waiter *w = list_entry(p, struct tfs_waiter, snode);
-
-		if (w->req == req) {
-			waiter_finish(w, EINTR);
-			break;
-		}
-	}
-	pthread_mutex_unlock(&tfs.lock);
-}
-
-double stream_park_timeout(enum waiter_kind kind, int *err)
-{
-	double t = kind == WAIT_READ ? tfs.read_timeout : tfs.open_timeout;
-
-	*err = kind == WAIT_READ ? tfs_errno(TRIGGER_E_TIMEOUT)
-				 : tfs_errno(TRIGGER_E_NETWORK);
-	if (tfs.park_limit > 0 && (t == 0 || tfs.park_limit < t)) {
-		t = tfs.park_limit;
-		*err = EINTR;   /* retried by the caller's libc or shell */
-	}
-	return t;
-}
-
-static void park(struct tfs_waiter *w)
-{
-	double t = stream_park_timeout(w->kind, &(int){0});
-
-	w->deadline = t > 0 ? tfs_now() + t : 0;
-	list_add_tail(&w->stream->waiters, &w->snode);
-	/* Every waiter of a kind has the same timeout, so appending keeps the
-	 * queue in deadline order. */
-	if (w->deadline)
-		list_add_tail(&tfs.deadlines[w->kind], &w->dnode);
-	else
-		list_init(&w->dnode);
-	tfs.parked[w->kind]++;
-	if (w->kind == WAIT_READ)
-		runs_add_waiter(w->stream->run);
-}
-
-/* Park w unless it was interrupted or can be answered by now.  The
- * interrupt callback is registered without tfs.lock held: libfuse calls it
- * at once if the request was already interrupted. */
+/* Park w unless it was interrupted or can be answered by now. */
 static void park_or_answer(struct tfs_waiter *w, int flags)
 {
-	fuse_req_interrupt_func(w->req, on_interrupt, w->stream);
-	pthread_mutex_lock(&tfs.lock);
-	if (fuse_req_interrupted(w->req)) {
-		if (w->kind == WAIT_OPEN)
+	struct tfs_stream *s = w->stream;
+	enum waiter_kind kind = w->p.kind;
+	fuse_req_t req = w->p.req;
+
+	if (parked_watch(req, kind == WAIT_READ ? &s->reads : &s->opens)) {
+		if (kind == WAIT_OPEN)
 			open_finish(w, EINTR);
 		else
-			fuse_reply_err(w->req, EINTR);
+			fuse_reply_err(req, EINTR);
 		free(w);
-	} else if (w->kind == WAIT_READ &&
-		   read_answer(w->req, w->handle, w->size, w->off, flags)) {
+	} else if (kind == WAIT_READ &&
+		   read_answer(req, w->handle, w->size, w->off, flags)) {
 		free(w);
-	} else if (w->kind == WAIT_OPEN &&
-		   (w->stream->caught_up || w->stream->sub_error)) {
-		open_finish(w, tfs_errno(w->stream->sub_error));
+	} else if (kind == WAIT_OPEN && (s->caught_up || s->sub_error)) {
+		open_finish(w, tfs_errno(s->sub_error));
 		free(w);
+	} else if (kind == WAIT_READ) {
+		parked_add(&w->p, &s->reads, req, WAIT_READ);
+		runs_add_waiter(s->run);
 	} else {
-		park(w);
+		parked_add(&w->p, &s->opens, req, WAIT_OPEN);
 	}
 	pthread_mutex_unlock(&tfs.lock);
 }
@@ -413,11 +360,9 @@ static struct tfs_waiter *waiter_new(fuse_req_t req, enum waiter_kind kind,
 				     struct tfs_stream *s)
 {
 	struct tfs_waiter *w = xcalloc(1, sizeof(*w));
-	w->req = req;
-	w->kind = kind;
+	w->p.req = req;
+	w->p.kind = kind;
 	w->stream = s;
-	list_init(&w->snode);
-	list_init(&w->dnode);
 	return w;
 }
 
@@ -439,6 +384,8 @@ void stream_open(fuse_req_t req, struct tfs_stream *s, enum node_kind kind,
 	s->listed = true;
 	bool ready = true;
 
+	if (!h->can_read)
+		s->writers++;
 	if (h->can_read) {
 		s->readers++;
 		list_del(&s->idle);
@@ -508,6 +455,8 @@ void stream_release(struct tfs_handle *h)
 	struct tfs_stream *s = h->stream;
 
 	poller_del(h);
+	if (!h->can_read)
+		s->writers--;
 	if (h->can_read && --s->readers == 0 && !s->attr_waiters)
 		sub_stop(s);
 }
@@ -541,14 +490,19 @@ static void idle_expire(double now)
 }
 
 /* lookup/getattr of input/S or log/S: st_size is true at the first stat,
- * so a stream not followed now is caught up with the API first (a lookup
- * of a stream fetched before answers at once: the getattr after it asks). */
+ * so a getattr of a stream not followed now catches it up with the API
+ * first.  But a send must pay no read it does not need, so these answer
+ * with what is known: a lookup (its attributes are never cached, so the
+ * kernel asks getattr before a stat uses them), and a getattr while the
+ * stream is open only for writing (stdio's fstat before a first write:
+ * fstat(2) does not say which descriptor asks). */
 void stream_attr(fuse_req_t req, const struct tfs_node *node, bool entry)
 {
 	struct tfs_stream *s = node->stream;
 
 	pthread_mutex_lock(&tfs.lock);
-	bool ready = (s->sub && s->caught_up) || (entry && s->fetched);
+	bool ready = (s->sub && s->caught_up) || entry ||
+		     (s->writers && !s->readers);
 
 	if (!ready && !s->sub) {
 		sub_start(s);
@@ -619,8 +573,8 @@ static void sub_failed(struct tfs_stream *s, const struct trigger_result *res)
 	s->sub_error = res->code ? res->code : TRIGGER_E_PROTOCOL;
 	if (res->code == TRIGGER_E_NOT_FOUND)
 		s->run->state = RUN_MISSING;
-	fail_waiters(s, WAIT_OPEN, tfs_errno(s->sub_error));
-	fail_waiters(s, WAIT_READ, tfs_errno(s->sub_error));
+	parked_finish_all(&s->opens, tfs_errno(s->sub_error));
+	parked_finish_all(&s->reads, tfs_errno(s->sub_error));
 	notify_pollers(s);
 }
 
@@ -653,8 +607,7 @@ static void on_event(void *arg, enum trigger_sub_event ev,
 	case TRIGGER_SUB_CAUGHT_UP:
 		if (ctx->active) {
 			s->caught_up = true;
-			s->fetched = true;
-			fail_waiters(s, WAIT_OPEN, 0);
+			parked_finish_all(&s->opens, 0);
 		}
 		break;
 	case TRIGGER_SUB_RECONNECTING:
@@ -734,7 +687,7 @@ static void sub_stop(struct tfs_stream *s)
 	trigger_unsubscribe(ctx->sub);
 }
 
-/* ---- run state, deadlines, shutdown -------------------------------------- */
+/* ---- run state, idle subscriptions, shutdown ---------------------------- */
 
 /* Called with tfs.lock held when the run is learned to be finished. */
 void stream_run_finished(struct tfs_stream *s)
@@ -746,30 +699,14 @@ void stream_run_finished(struct tfs_stream *s)
 void stream_expire(double now)
 {
 	idle_expire(now);
-	for (int kind = 0; kind < 2; kind++) {
-		int err;
-
-		stream_park_timeout(kind, &err);
-		while (!list_empty(&tfs.deadlines[kind])) {
-			struct tfs_waiter *w = list_entry(tfs.deadlines[kind].next,
-							  struct tfs_waiter, dnode);
-
-			if (w->deadline > now)
-				break;
-			if (kind == WAIT_OPEN)
-				tfs_log(LOG_ERR, "run %s stream %s: no answer from the API in time",
-					w->stream->run->id, w->stream->name);
-			waiter_finish(w, err);
-		}
-	}
 }
 
 static void shutdown_run(struct tfs_run *run, void *arg)
 {
 	(void)arg;
 	for (struct tfs_stream *s = run->streams; s; s = s->next) {
-		fail_waiters(s, WAIT_OPEN, tfs_errno(TRIGGER_E_CANCELLED));
-		fail_waiters(s, WAIT_READ, tfs_errno(TRIGGER_E_CANCELLED));
+		parked_finish_all(&s->opens, tfs_errno(TRIGGER_E_CANCELLED));
+		parked_finish_all(&s->reads, tfs_errno(TRIGGER_E_CANCELLED));
 	}
 }
 

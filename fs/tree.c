@@ -140,7 +140,7 @@ struct tfs_stream *tree_stream_of(struct tfs_run *run, const char *name,
 	s->output = output;
 	s->last_seq = -1;
 	s->log = logstore_new();
-	list_init(&s->waiters);
+	stream_init_queues(s);
 	list_init(&s->pollers);
 	list_init(&s->sink.writes);
 	list_init(&s->idle);

@@ -157,18 +157,55 @@ struct tfs_run {
 	size_t nwaiters;             /* parked reads on its streams */
 };
 
-/* A parked request: a read at the end of a stream, or an open, lookup or
- * getattr waiting for the stream's subscription to catch up. */
+/* ---- parked requests (parked.c) ---------------------------------------
+ * A request answered later: a read at the end of a stream or of a waiting
+ * token, or an open, lookup or getattr waiting for a stream's subscription
+ * to catch up.  Its interrupt and its deadline are handled in parked.c;
+ * whatever ends it, it ends through its queue's finish, tfs.lock held. */
 enum waiter_kind { WAIT_READ, WAIT_OPEN };
+
+struct tfs_parked;
+
+/* The requests parked on one thing (a stream's reads, a token's reads). */
+struct tfs_parkq {
+	struct list reqs;            /* struct tfs_parked */
+	/* Take p off (parked_unlink), answer it with err (0: as the state
+	 * now allows) and free it. */
+	void (*finish)(struct tfs_parked *p, int err);
+};
+
+struct tfs_parked {
+	struct list node;            /* in q->reqs */
+	struct list dnode;           /* in tfs.deadlines[kind] */
+	struct tfs_parkq *q;
+	fuse_req_t req;
+	enum waiter_kind kind;       /* which timeout applies */
+	double deadline;             /* 0: none */
+	bool expired;                /* finished by its deadline */
+};
+
+/* Register the interrupt callback for req (tfs.lock not held), then take
+ * tfs.lock: true when req was interrupted already (answer it EINTR). */
+bool parked_watch(fuse_req_t req, struct tfs_parkq *q);
+/* With tfs.lock held, for a request that must wait: answer it now when
+ * the daemon is going away or flags has O_NONBLOCK (true), else false. */
+bool parked_refused(fuse_req_t req, int flags);
+/* With tfs.lock held: park, unpark, answer all, expire deadlines. */
+void parked_add(struct tfs_parked *p, struct tfs_parkq *q, fuse_req_t req,
+		enum waiter_kind kind);
+void parked_unlink(struct tfs_parked *p);
+void parked_finish_all(struct tfs_parkq *q, int err);
+void parked_expire(double now);
+/* How long a parked request of this kind may wait, 0: forever; *err is
+ * what it gets then. */
+double parked_timeout(enum waiter_kind kind, int *err);
 
 /* How a WAIT_OPEN is answered once caught up. */
 enum waiter_answer { ANSWER_OPEN, ANSWER_ATTR, ANSWER_ENTRY };
 
+/* A request parked on a stream. */
 struct tfs_waiter {
-	struct list snode;           /* in stream->waiters */
-	struct list dnode;           /* in tfs.deadlines[kind] */
-	enum waiter_kind kind;
-	fuse_req_t req;
+	struct tfs_parked p;         /* in stream->reads or stream->opens */
 	struct tfs_stream *stream;
 	struct tfs_handle *handle;   /* READ */
 	off_t off;                   /* READ */
@@ -176,7 +213,6 @@ struct tfs_waiter {
 	struct fuse_file_info fi;    /* OPEN: replied with fuse_reply_open */
 	enum waiter_answer answer;   /* OPEN */
 	fuse_ino_t ino;              /* OPEN: ANSWER_ATTR, ANSWER_ENTRY */
-	double deadline;             /* 0: none */
 };
 
 /* One subscription's context: outlives trigger_unsubscribe until CLOSED. */
@@ -205,8 +241,10 @@ struct tfs_stream {
 	/* the subscription shared by every reader */
 	struct tfs_subctx *sub;
 	int readers;                 /* open handles that read */
+	int writers;                 /* open handles that only write */
 	trigger_code sub_error;      /* the subscription gave up with this */
-	struct list waiters;         /* struct tfs_waiter */
+	struct tfs_parkq reads;      /* struct tfs_waiter: reads at the end */
+	struct tfs_parkq opens;      /* ... opens, lookups, getattrs */
 	struct list pollers;         /* struct tfs_handle with a poll handle */
 	struct list idle;            /* in tfs.idle_streams: a subscription
 					held for stat only, stopped later */
@@ -215,7 +253,6 @@ struct tfs_stream {
 
 	/* the flags, together (no padding between them) */
 	bool listed;                 /* used through the mount: in readdir */
-	bool fetched;                /* caught up at least once */
 	bool caught_up;
 	bool output;                 /* an output stream (runs/R/output/S) */
 
@@ -374,10 +411,8 @@ void stream_free_handle(struct tfs_handle *h);
 void stream_free_all_handles(void);
 void stream_run_finished(struct tfs_stream *s);
 void stream_expire(double now);
+void stream_init_queues(struct tfs_stream *s);
 void stream_shutdown(void);
-/* How long a parked request of this kind may wait, 0: forever; *err is
- * what it gets then. */
-double stream_park_timeout(enum waiter_kind kind, int *err);
 void stream_attr(fuse_req_t req, const struct tfs_node *node, bool entry);
 size_t stream_size(const struct tfs_stream *s, enum node_kind kind);
 

@@ -43,7 +43,7 @@ struct tfs_waitpoint {
 	bool ask_again;              /* ... and another is wanted after it */
 	double polled_at;
 	struct list asks;            /* struct wp_ask: lookups and opens */
-	struct list readers;         /* struct wp_reader: parked reads */
+	struct tfs_parkq readers;    /* struct wp_reader: parked reads */
 	struct list pollers;         /* struct tfs_handle with a poll handle */
 	struct list waited;          /* in `waited` while read or polled */
 };
@@ -57,13 +57,10 @@ struct wp_ask {
 };
 
 struct wp_reader {
-	struct list node;
-	fuse_req_t req;
+	struct tfs_parked p;         /* in wp->readers */
 	struct tfs_handle *h;
 	size_t size;
 	off_t off;
-	double deadline;
-	int deadline_err;            /* ETIMEDOUT, or EINTR before the kernel's */
 };
 
 static struct tfs_waitpoint *all;
@@ -72,6 +69,7 @@ static struct list waited = LIST_INIT(waited);
 static size_t nwaited;
 
 static void ask(struct tfs_waitpoint *wp);
+static void reader_finish(struct tfs_parked *p, int err);
 
 /* ---- the table ---------------------------------------------------------- */
 
@@ -85,7 +83,8 @@ static struct tfs_waitpoint *wp_get(const char *id)
 	wp = xcalloc(1, sizeof(*wp));
 	wp->id = xstrdup(id);
 	list_init(&wp->asks);
-	list_init(&wp->readers);
+	list_init(&wp->readers.reqs);
+	wp->readers.finish = reader_finish;
 	list_init(&wp->pollers);
 	list_init(&wp->waited);
 	list_init(&wp->sink.writes);
@@ -121,7 +120,7 @@ void waitpoint_attr(const struct tfs_waitpoint *wp, struct stat *st)
 static void update_waited(struct tfs_waitpoint *wp)
 {
 	bool want = wp->state == WP_WAITING &&
-		    (!list_empty(&wp->readers) || !list_empty(&wp->pollers));
+		    (!list_empty(&wp->readers.reqs) || !list_empty(&wp->pollers));
 	bool in = !list_empty(&wp->waited);
 
 	if (want && !in) {
@@ -153,23 +152,21 @@ static bool read_answer(fuse_req_t req, struct tfs_handle *h, size_t size,
 			fuse_reply_buf(req, NULL, 0);
 	} else if (wp->state == WP_MISSING) {
 		fuse_reply_err(req, ENOENT);
-	} else if (tfs.shutting_down) {
-		fuse_reply_err(req, tfs_errno(TRIGGER_E_CANCELLED));
-	} else if (flags & O_NONBLOCK) {
-		fuse_reply_err(req, EAGAIN);
 	} else {
-		return false;
+		return parked_refused(req, flags);
 	}
 	return true;
 }
 
-static void reader_finish(struct tfs_waitpoint *wp, struct wp_reader *r,
-			  int err)
+/* The readers' finish. */
+static void reader_finish(struct tfs_parked *p, int err)
 {
-	list_del(&r->node);
-	tfs.parked[WAIT_READ]--;
-	if (err || !read_answer(r->req, r->h, r->size, r->off, 0))
-		fuse_reply_err(r->req, err ? err : EIO);
+	struct wp_reader *r = list_entry(p, struct wp_reader, p);
+	struct tfs_waitpoint *wp = r->h->wp;
+
+	parked_unlink(p);
+	if (err || !read_answer(p->req, r->h, r->size, r->off, 0))
+		fuse_reply_err(p->req, err ? err : EIO);
 	free(r);
 	update_waited(wp);
 }
@@ -193,9 +190,7 @@ static void wake(struct tfs_waitpoint *wp)
 {
 	if (wp->state == WP_WAITING)
 		return;
-	while (!list_empty(&wp->readers))
-		reader_finish(wp, list_entry(wp->readers.next, struct wp_reader,
-					     node), 0);
+	parked_finish_all(&wp->readers, 0);
 	notify_pollers(wp);
 }
 
@@ -293,10 +288,7 @@ static void asked(struct tfs_waitpoint *wp, const struct trigger_result *res)
 	if (!err)
 		wake(wp);
 	else if (wp->state == WP_MISSING)
-		while (!list_empty(&wp->readers))
-			reader_finish(wp, list_entry(wp->readers.next,
-						     struct wp_reader, node),
-				      ENOENT);
+		parked_finish_all(&wp->readers, ENOENT);
 	if (wp->ask_again) {
 		wp->ask_again = false;
 		ask(wp);
@@ -454,23 +446,6 @@ void waitpoint_open(fuse_req_t req, struct tfs_waitpoint *wp,
 	pthread_mutex_unlock(&tfs.lock);
 }
 
-static void on_interrupt(fuse_req_t req, void *data)
-{
-	struct tfs_waitpoint *wp = data;
-	struct list *p;
-
-	pthread_mutex_lock(&tfs.lock);
-	for (p = wp->readers.next; p != &wp->readers; p = p->next) {
-		struct wp_reader *r = list_entry(p, struct wp_reader, node);
-
-		if (r->req == req) {
-			reader_finish(wp, r, EINTR);
-			break;
-		}
-	}
-	pthread_mutex_unlock(&tfs.lock);
-}
-
 void waitpoint_read(fuse_req_t req, struct tfs_handle *h, size_t size,
 		    off_t off, int flags)
 {
@@ -482,26 +457,17 @@ void waitpoint_read(fuse_req_t req, struct tfs_handle *h, size_t size,
 	pthread_mutex_unlock(&tfs.lock);
 	if (done)
 		return;
-	/* Registered without the lock: libfuse calls it at once if the
-	 * request was interrupted already. */
-	fuse_req_interrupt_func(req, on_interrupt, wp);
-	pthread_mutex_lock(&tfs.lock);
-	if (fuse_req_interrupted(req)) {
+	if (parked_watch(req, &wp->readers)) {
 		fuse_reply_err(req, EINTR);
 	} else if (!read_answer(req, h, size, off, flags)) {
 		struct wp_reader *r = xcalloc(1, sizeof(*r));
 
-		r->req = req;
 		r->h = h;
 		r->size = size;
 		r->off = off;
-		/* As stream.c parks a read: -o timeout=, or EINTR before the
+		/* As a stream's read: -o timeout=, or EINTR before the
 		 * kernel's FUSE request timeout. */
-		double t = stream_park_timeout(WAIT_READ, &r->deadline_err);
-
-		r->deadline = t > 0 ? tfs_now() + t : 0;
-		list_add_tail(&wp->readers, &r->node);
-		tfs.parked[WAIT_READ]++;
+		parked_add(&r->p, &wp->readers, req, WAIT_READ);
 		update_waited(wp);
 	}
 	pthread_mutex_unlock(&tfs.lock);
@@ -553,7 +519,7 @@ void waitpoint_sent(struct tfs_sink *sink)
 		ask(wp);
 }
 
-/* ---- polling, deadlines, shutdown ----------------------------------------- */
+/* ---- polling, shutdown ---------------------------------------------------- */
 
 /* From the watcher, with tfs.lock held. */
 void waitpoints_tick(double now)
@@ -565,18 +531,9 @@ void waitpoints_tick(double now)
 	for (p = waited.next; p != &waited; p = next) {
 		struct tfs_waitpoint *wp = list_entry(p, struct tfs_waitpoint,
 						      waited);
-		struct list *q, *qn;
 
 		next = p->next;
-		for (q = wp->readers.next; q != &wp->readers; q = qn) {
-			struct wp_reader *r = list_entry(q, struct wp_reader, node);
-
-			qn = q->next;
-			if (r->deadline && r->deadline <= now)
-				reader_finish(wp, r, r->deadline_err);
-		}
-		if (!wp->asking && now - wp->polled_at >= interval &&
-		    !list_empty(&wp->waited))
+		if (!wp->asking && now - wp->polled_at >= interval)
 			ask(wp);
 	}
 }
@@ -584,10 +541,7 @@ void waitpoints_tick(double now)
 void waitpoints_shutdown(void)
 {
 	for (struct tfs_waitpoint *wp = all; wp; wp = wp->next) {
-		while (!list_empty(&wp->readers))
-			reader_finish(wp, list_entry(wp->readers.next,
-						     struct wp_reader, node),
-				      tfs_errno(TRIGGER_E_CANCELLED));
+		parked_finish_all(&wp->readers, tfs_errno(TRIGGER_E_CANCELLED));
 		while (!list_empty(&wp->asks))
 			ask_finish(wp, list_entry(wp->asks.next, struct wp_ask,
 						  node),

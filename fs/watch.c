@@ -75,6 +75,7 @@ static void tick(unsigned n)
 {
 	pthread_mutex_lock(&tfs.lock);
 	stream_expire(tfs_now());
+	parked_expire(tfs_now());
 	runs_poll_waited();
 	waitpoints_tick(tfs_now());
 	pthread_mutex_unlock(&tfs.lock);

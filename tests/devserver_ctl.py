@@ -330,13 +330,16 @@ class DevServer:
         assert (status, body) == (202, {"version": "v2"}), (status, body)
         return {k: v for k, v in headers.items() if k.lower().startswith("x-s2-")}
 
-    def s2_append(self, s2: dict, bodies: list, token: Optional[str] = None) -> tuple:
+    def s2_append(self, s2: dict, bodies: list, token: Optional[str] = None,
+                  match_seq_num: Optional[int] = None) -> tuple:
         """POST records to the S2 endpoint that `s2` (open_output's answer)
         points at -> (status, parsed answer)."""
         url = (f"{s2['X-S2-Endpoint']}/streams/"
                f"{urllib.parse.quote(s2['X-S2-Stream-Name'], safe='')}/records")
-        req = urllib.request.Request(url, method="POST", data=json.dumps(
-            {"records": [{"body": b} for b in bodies]}).encode(), headers={
+        body: dict = {"records": [{"body": b} for b in bodies]}
+        if match_seq_num is not None:
+            body["match_seq_num"] = match_seq_num
+        req = urllib.request.Request(url, method="POST", data=json.dumps(body).encode(), headers={
             "Authorization": f"Bearer {token or s2['X-S2-Access-Token']}",
             "S2-Format": "raw", "S2-Basin": s2["X-S2-Basin"],
             "Content-Type": "application/json"})

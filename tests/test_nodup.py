@@ -4,16 +4,23 @@ looks a send up in its stream before repeating it (client/api.c, "was it
 stored?"). Proved through a fault proxy that loses answers, turns them into
 502s, drops requests before the server sees them and refuses with 429, over
 1,000 sends by trigger-cli and a writer loop on a real mount: the server
-holds each value exactly once, in order."""
+holds each value exactly once, in order.
+
+Output streams likewise (client/output.c, "was it stored?"): S2 appends
+carry match_seq_num, and a batch whose answer was lost is looked up at the
+seq it was sent for before it goes again, with another writer storing
+records at the worst moments."""
 
 from __future__ import annotations
 
 import collections
+import json
 import os
+import secrets
 import subprocess
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import pytest
 
@@ -41,8 +48,11 @@ class PatternProxy(FaultProxy):
 
     Other requests (claims, stream reads) pass."""
 
+    prefix = SEND_PREFIX            # the POSTs that take the faults
+    known = FAULTS
+
     def __init__(self, upstream_port: int, pattern: tuple):
-        assert pattern and set(pattern) <= set(FAULTS), pattern
+        assert pattern and set(pattern) <= set(self.known), pattern
         self.pattern = pattern
         self.sends: list = []       # (idempotency key, fault) per send request
         super().__init__(upstream_port)
@@ -65,17 +75,20 @@ class PatternProxy(FaultProxy):
             fault = "pass"
             with self._lock:
                 self.requests.append((method, path, headers))
-                if method == "POST" and path.startswith(SEND_PREFIX):
+                if method == "POST" and path.startswith(self.prefix):
                     fault = self.pattern[len(self.sends) % len(self.pattern)]
                     self.sends.append((headers.get("x-trigger-request-idempotency-key"),
                                        fault))
-            conn.fault = fault
-            if fault in ("cut", "502"):
-                conn.cut_pending = time.monotonic()
-            elif fault == "drop":
-                self._drop(conn)        # this chunk, the request's end, never goes up
-            elif fault == "429":
-                self._answer(conn, b"429 Too Many Requests", b'{"error":"Too many requests"}')
+            self._apply(conn, fault)
+
+    def _apply(self, conn, fault: str) -> None:
+        conn.fault = fault
+        if fault in ("cut", "502"):
+            conn.cut_pending = time.monotonic()
+        elif fault == "drop":
+            self._drop(conn)        # this chunk, the request's end, never goes up
+        elif fault == "429":
+            self._answer(conn, b"429 Too Many Requests", b'{"error":"Too many requests"}')
 
     def _cut(self, conn) -> None:
         if getattr(conn, "graceful", False):
@@ -163,9 +176,9 @@ def test_1000_sends_through_lost_answers_are_stored_once_in_order(server, run, p
     faults = proxy.faults()
     assert faults["cut"] >= 300 and faults["502"] >= 100 and faults["drop"] >= 100, faults
     check_attempts(proxy, n)
-    # One read of the tail before the first send, then one per send whose
-    # outcome was unknown: a dropped send too (the client sent all of it).
-    assert proxy.stream_reads(run, "proof") == 1 + faults["cut"] + faults["502"] + faults["drop"]
+    # One read per send whose outcome was unknown: a dropped send too (the
+    # client sent all of it); none before the first send.
+    assert proxy.stream_reads(run, "proof") == faults["cut"] + faults["502"] + faults["drop"]
     assert elapsed < 60, elapsed
 
 
@@ -182,15 +195,15 @@ def test_identical_values_are_counted_not_merged(server, run, pattern_proxy):
     assert all(faults[f] >= 15 for f in FAULTS if f != "pass"), faults
     check_attempts(proxy, len(values))
     # A 429 is a refusal: retried without a look.
-    assert proxy.stream_reads(run, "same") == 1 + faults["cut"] + faults["502"] + faults["drop"]
+    assert proxy.stream_reads(run, "same") == faults["cut"] + faults["502"] + faults["drop"]
 
 
 @pytest.mark.parametrize("other_writer", [False, True])
 def test_many_sends_between_faults(server, run, pattern_proxy, other_writer):
-    # Runs of 100 plain sends (past what the client remembers of its own
+    # Runs of 300 plain sends (past the 256 the client remembers of its own
     # sends between two reads of the stream) end in faults; with another
     # writer storing other values all along: each "x" of ours once.
-    proxy = pattern_proxy(("pass",) * 100 + ("drop", "pass", "cut", "502", "drop", "pass"))
+    proxy = pattern_proxy(("pass",) * 300 + ("drop", "pass", "cut", "502", "drop", "pass"))
     stop = threading.Event()
     others: list = []
 
@@ -203,17 +216,17 @@ def test_many_sends_between_faults(server, run, pattern_proxy, other_writer):
     if other_writer:
         t.start()
     try:
-        cli_send(server, proxy.url, run, "mix", ['"x"'] * 212)
+        cli_send(server, proxy.url, run, "mix", ['"x"'] * 612)
     finally:
         stop.set()
         if other_writer:
             t.join()
     stored = [v for _, v in server.records(run, "mix")]
-    assert stored.count("x") == 212
+    assert stored.count("x") == 612
     assert [v for v in stored if v != "x"] == [{"other": k} for k in others]
     assert len(others) > 10 if other_writer else not others
     assert proxy.faults()["drop"] == 4, proxy.faults()
-    check_attempts(proxy, 212)
+    check_attempts(proxy, 612)
 
 
 def test_a_send_whose_every_answer_is_lost_is_found_not_repeated(server, run, pattern_proxy):
@@ -224,7 +237,7 @@ def test_a_send_whose_every_answer_is_lost_is_found_not_repeated(server, run, pa
     sends = proxy.sends_list()
     assert [f for _, f in sends] == ["cut"] * len(values)  # one attempt each
     assert len({k for k, _ in sends}) == len(values)
-    assert proxy.stream_reads(run, "lost") == 1 + len(values)
+    assert proxy.stream_reads(run, "lost") == len(values)
 
 
 def test_spelling_of_a_value_does_not_hide_it(server, run, pattern_proxy):
@@ -240,11 +253,49 @@ def test_spelling_of_a_value_does_not_hide_it(server, run, pattern_proxy):
 
 def test_a_credential_that_cannot_read_sends_blind_and_asks_once(server, run, pattern_proxy):
     token = server.mint([f"write:inputStreams:{run}"])
-    proxy = pattern_proxy(("pass",))
+    proxy = pattern_proxy(("pass", "pass", "drop", "pass", "pass"))
     cli_send(server, proxy.url, run, "wo", [str(i) for i in range(20)], token=token)
     assert [v for _, v in server.records(run, "wo")] == list(range(20))
-    # The refused read of the tail is not asked again for every send.
+    assert proxy.faults() == {"pass": 20, "drop": 5}, proxy.faults()
+    # The first dropped send asks to read the stream, is refused and is sent
+    # again blindly; the later ones do not ask again.
     assert proxy.stream_reads(run, "wo") == 1
+
+
+# The margin client/api.c allows between its idea of the server's clock and
+# the server's (CLOCK_MARGIN_MS), and a little more.
+CLOCK_MARGIN_S = 3.5
+
+
+@pytest.mark.parametrize("offset", [0, 600, -600])
+def test_a_first_send_is_placed_by_the_records_timestamps(server, make_server, offset):
+    """Nothing is read before the first send to a stream.  When its answer
+    is lost, the check counts only the records stamped since it began (less
+    a margin for the clocks, the server's clock taken from Date, here also
+    ten minutes ahead and behind ours): the same value stored earlier by
+    another writer is not taken for it.  A first send that never reached
+    the server is sent again; one stored whose answer was lost is not."""
+    srv = make_server(args=("--clock-offset", str(offset))) if offset else server
+    run, _ = srv.trigger_run()
+    for stream in ("t-drop", "t-cut"):
+        srv.send(run, stream, "yes")
+    stamped = max(r["timestamp"] for s in ("t-drop", "t-cut")
+                  for r in srv.raw_records(run, s)) / 1000
+    deadline = time.monotonic() + 3 * CLOCK_MARGIN_S
+    while time.time() + offset < stamped + CLOCK_MARGIN_S:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    proxy = PatternProxy(srv.port, ("drop", "pass", "cut"))
+    try:
+        cli_send(srv, proxy.url, run, "t-drop", ['"yes"'])
+        cli_send(srv, proxy.url, run, "t-cut", ['"yes"'])
+        assert [f for _, f in proxy.sends_list()] == ["drop", "pass", "cut"]
+        assert proxy.stream_reads(run, "t-drop") == 1
+        assert proxy.stream_reads(run, "t-cut") == 1
+    finally:
+        proxy.close()
+    assert [v for _, v in srv.records(run, "t-drop")] == ["yes", "yes"]
+    assert [v for _, v in srv.records(run, "t-cut")] == ["yes", "yes"]
 
 
 def test_writes_on_a_mount_through_lost_answers_are_stored_once(server, run, pattern_proxy,
@@ -302,3 +353,136 @@ def test_writes_to_a_followed_stream_through_lost_answers_are_stored_once(
         if reader.poll() is None:
             reader.kill()
             reader.wait()
+
+
+# ---- output streams: S2 appends -----------------------------------------------------
+
+class S2PatternProxy(PatternProxy):
+    """A PatternProxy whose faults go to S2 appends, with two more that
+    play another writer of the stream (the task) at the worst moments:
+
+        other-cut  another writer's record is stored just before the append
+                   reaches the server (which refuses it: 412), and the
+                   answer is swallowed: the tail moved by one record, as if
+                   a one-record batch of ours had been stored
+        cut-other  the append is stored, its answer swallowed, and another
+                   writer's record stored after it before the reset"""
+
+    prefix = "/s2/v1/streams/"
+    known = FAULTS + ("other-cut", "cut-other")
+
+    def __init__(self, upstream_port: int, pattern: tuple, other: Callable[[], None]):
+        self.other = other
+        super().__init__(upstream_port, pattern)
+
+    def _apply(self, conn, fault: str) -> None:
+        if fault == "other-cut":
+            self.other()                # before this request goes up
+        conn.other_after = fault == "cut-other"
+        super()._apply(conn, "cut" if fault in ("other-cut", "cut-other") else fault)
+
+    def _cut(self, conn) -> None:
+        if getattr(conn, "other_after", False) and conn in self._conns:
+            conn.other_after = False
+            self.other()                # after ours, before the client knows
+        super()._cut(conn)
+
+
+class OtherWriter:
+    """Another writer of a run's output stream (as the task's
+    streams.writer), straight to the server: {"other": k}, k = 0, 1, ..."""
+
+    def __init__(self, server: DevServer, run: str, stream: str):
+        self.server, self.s2, self.count = server, server.open_output(run, stream), 0
+
+    def __call__(self) -> None:
+        body = json.dumps({"data": {"other": self.count}, "id": secrets.token_urlsafe(5)[:7]})
+        status, ack = self.server.s2_append(self.s2, [body])
+        assert status == 200, ack
+        self.count += 1
+
+
+def write_groups(m, run: str, stream: str, groups: list) -> None:
+    """One write(2) per group of values: printf(1) of its lines."""
+    lines = "".join("".join(compact(v) + "\\n" for v in g) + "\n" for g in groups)
+    r = sh('while IFS= read -r g; do env printf "%b" "$g" >> "$O" || exit 9; done',
+           env={"O": m.path("runs", run, "output", stream)}, input=lines.encode(),
+           timeout=120)
+    assert (r.returncode, r.stderr) == (0, b"")
+
+
+def check_output(server: DevServer, run: str, stream: str, groups: list,
+                 other: OtherWriter) -> None:
+    """Ours each once, in order; the other writer's records each once, in
+    order."""
+    stored = [v for _, v in server.records(run, stream, output=True)]
+    assert [v for v in stored if "i" in v] == [v for g in groups for v in g]
+    assert [v for v in stored if "other" in v] == [{"other": k} for k in range(other.count)]
+
+
+def test_s2_stand_in_answers_a_mismatch_as_s2_does(server, run):
+    # Real S2 (api/src/v1/stream): 412 {"seq_num_mismatch": <tail>}, and
+    # nothing stored; the ack says where the batch went.
+    s2 = server.open_output(run, "match")
+    assert server.s2_append(s2, ['{"data":1,"id":"a"}'], match_seq_num=1) == \
+        (412, {"seq_num_mismatch": 0})
+    status, ack = server.s2_append(s2, ['{"data":1,"id":"a"}', '{"data":2,"id":"b"}'],
+                                   match_seq_num=0)
+    assert (status, ack["start"]["seq_num"], ack["end"]["seq_num"]) == (200, 0, 2)
+    assert server.s2_append(s2, ['{"data":3,"id":"c"}'], match_seq_num=0) == \
+        (412, {"seq_num_mismatch": 2})
+    assert [v for _, v in server.records(run, "match", output=True)] == [1, 2]
+
+
+@pytest.mark.parametrize("pattern,reads", [
+    # The tail moved by exactly our batch's length though nothing of ours
+    # was stored: "tail == expected + n" alone would lose every value.
+    (("other-cut", "pass", "pass"), 1),
+    # Ours was stored and another writer's after it: the tail is past
+    # expected + n, and ours must not go again.
+    (("cut-other", "pass"), 1),
+])
+def test_output_append_after_a_lost_answer_reads_the_record_it_expected(
+        server, run, mount_factory, pattern, reads):
+    other = OtherWriter(server, run, "one")
+    proxy = S2PatternProxy(server.port, pattern, other)
+    try:
+        m = mount_factory(api_url=proxy.url)
+        groups = [[{"i": i}] for i in range(12)]
+        write_groups(m, run, "one", groups)
+        check_output(server, run, "one", groups, other)
+        assert other.count == 12
+        # One look at the record each lost answer was expected at (and the
+        # catch-up of the first lookup, which stats the file).
+        stream_reads = proxy.requests_to("GET", DevServer.stream_path(run, "one", output=True))
+        assert reads * 12 <= stream_reads <= reads * 12 + 1
+    finally:
+        proxy.close()
+
+
+# Of every twelve appends, five lose their answer (two with another writer
+# storing around them), one gets a 502 after it was stored and one never
+# reaches the server.
+OUT_PROOF = ("pass", "cut", "pass", "other-cut", "502", "pass", "cut-other", "drop",
+             "pass", "cut", "pass", "cut")
+
+
+def test_output_appends_through_lost_answers_are_stored_once(server, run, mount_factory):
+    other = OtherWriter(server, run, "out")
+    other()         # not empty: the first append learns the tail from a 412
+    proxy = S2PatternProxy(server.port, OUT_PROOF, other)
+    try:
+        m = mount_factory(api_url=proxy.url)
+        # 60 writes of one to three values (a write's values go in one or
+        # two batches).
+        groups, i = [], 0
+        for g in range(60):
+            groups.append([{"i": i + k} for k in range(g % 3 + 1)])
+            i += g % 3 + 1
+        write_groups(m, run, "out", groups)
+        check_output(server, run, "out", groups, other)
+        faults = proxy.faults()
+        assert faults["cut"] >= 15 and faults["other-cut"] >= 5 and \
+            faults["cut-other"] >= 5 and faults["502"] >= 5 and faults["drop"] >= 5, faults
+    finally:
+        proxy.close()

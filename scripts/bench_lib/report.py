@@ -190,8 +190,7 @@ NOTES = {
     "[b]": "[b] triggerfs: the daemon; direct, sdk: the one process holding every\n"
            "    subscription (sdk: one StandardInputStreamManager per run).",
     "[c]": "[c] one stream's subscription, log and first parked reader.",
-    "[d]": "[d] the release's sends (each with the tail read libtriggerclient makes\n"
-           "    before its first send to a stream), server CPU until all are answered;\n"
+    "[d]": "[d] the release's sends, server CPU until all are answered;\n"
            "    no reader: the same sends to other streams of the same runs, before.",
     "[e]": "[e] -o cache_mem (default 16 MiB) bounds it; the rest is read back from\n"
            "    the cache directory.",
