@@ -124,10 +124,10 @@ def release_sends(b: Bench, runs_file: Path, k: int, prefix: str, per: int) -> d
     local server: every request written at once, pipelined on a few kept
     connections (a stream's on one), the answers counted.  A sender that is
     neither the bottleneck nor a rival for the CPU, as the tasks it stands
-    for run elsewhere: bench-direct's first send to a stream also reads its
-    tail, which doubled the server's work, and curl --parallel took 0.45 s
-    of CPU per 2,000 sends, on the 2 cores the server, the link and the
-    mount share."""
+    for run elsewhere (bench-direct's first sends read each stream's tail
+    before 50d905c, which doubled the server's work; curl --parallel took
+    0.45 s of CPU per 2,000 sends, on the 2 cores the server, the link and
+    the mount share)."""
     host = b.url.split("//", 1)[1]
     body = b'{"data":{"release":true}}'
     head = (f"Host: {host}\r\nAuthorization: Bearer {b.env['TRIGGER_SECRET_KEY']}\r\n"
