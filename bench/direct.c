@@ -21,8 +21,10 @@
  *                                 every run in file RUNS, R waiters each;
  *                                 print "ready" once all caught up, then
  *                                 the time the last waiter was released
- *   release RUNS K PREFIX         send one record to each of those streams
- *                                 at once
+ *   release RUNS K PREFIX [R]     send R records (default 1) to each of
+ *                                 those streams at once: input/S is a
+ *                                 consumer's view, one record per reader,
+ *                                 so R readers of a stream need R records
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -367,12 +369,14 @@ static void fleet_stream(const struct fleet *f, size_t i, char *buf, size_t len)
 	snprintf(buf, len, "%s%zu", f->prefix, i % f->k);
 }
 
-/* One subscription stands for `waiters` readers of its stream: the first
- * record releases all of them, as one fan-out releases triggerfs's. */
+/* One subscription stands for `want` readers of its stream, each released
+ * by a record of its own, as triggerfs's input/S hands each record to one
+ * reader: the stream's readers are all released at its want-th record. */
 struct watch {
 	struct latch *ready, *released, *closed;
 	trigger_sub *sub;
-	int caught_up, got;
+	long want, got;
+	int caught_up;
 };
 
 static void watch_record(void *arg, const struct trigger_record *rec)
@@ -380,7 +384,7 @@ static void watch_record(void *arg, const struct trigger_record *rec)
 	struct watch *w = arg;
 
 	(void)rec;
-	if (!w->got++)
+	if (++w->got == w->want)
 		latch_count(w->released, NULL);
 }
 
@@ -416,7 +420,7 @@ static int cmd_waiters(trigger_client *c, char **argv)
 	latch_init(&released, (long)n);
 	latch_init(&closed, (long)n);
 	for (size_t i = 0; i < n; i++) {
-		w[i] = (struct watch){ &ready, &released, &closed, NULL, 0, 0 };
+		w[i] = (struct watch){ &ready, &released, &closed, NULL, per, 0, 0 };
 		fleet_stream(&f, i, name, sizeof(name));
 		w[i].sub = trigger_subscribe(c, f.runs[i / f.k], name, -1, &cb, &w[i]);
 		if (!w[i].sub)
@@ -442,17 +446,19 @@ static int cmd_release(trigger_client *c, char **argv)
 {
 	struct fleet f;
 	struct latch sent;
-	size_t n;
+	size_t n, per = argv[3] ? strtoul(argv[3], NULL, 10) : 1;
 	char name[256];
 	int64_t t0;
 
+	if (!per)
+		bench_die("bench-direct: R must be positive");
 	fleet_load(&f, argv);
-	n = f.nruns * f.k;
+	n = f.nruns * f.k * per;
 	latch_init(&sent, (long)n);
 	t0 = bench_now_ns();
 	for (size_t i = 0; i < n; i++) {
-		fleet_stream(&f, i, name, sizeof(name));
-		queued_or_die(trigger_send(c, f.runs[i / f.k], name,
+		fleet_stream(&f, i / per, name, sizeof(name));
+		queued_or_die(trigger_send(c, f.runs[i / per / f.k], name,
 					   "{\"release\":true}", 16, count_done,
 					   &sent), "send");
 	}
@@ -468,7 +474,7 @@ static int usage(void)
 	fputs("usage: bench-direct send FILE RUN STREAM... | latency RUN STREAM N"
 	      " | runs N\n"
 	      "       | output-send FILE RUN STREAM | output-latency RUN STREAM N\n"
-	      "       | waiters RUNSFILE K R PREFIX | release RUNSFILE K PREFIX\n",
+	      "       | waiters RUNSFILE K R PREFIX | release RUNSFILE K PREFIX [R]\n",
 	      stderr);
 	return EX_USAGE;
 }
@@ -486,7 +492,7 @@ int main(int argc, char **argv)
 	      (!strcmp(cmd, "output-send") && argc == 3) ||
 	      (!strcmp(cmd, "runs") && argc == 1) ||
 	      (!strcmp(cmd, "waiters") && argc == 4) ||
-	      (!strcmp(cmd, "release") && argc == 3)))
+	      (!strcmp(cmd, "release") && (argc == 3 || argc == 4))))
 		return usage();
 	bench_raise_nofile();
 	trigger_client *c = client_from_env();

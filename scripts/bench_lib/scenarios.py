@@ -301,13 +301,14 @@ def stat_ls(m: Mount, runs: list, files: list, n: int) -> dict:
 
 
 def send_to_all(b: Bench, runs_file: Path, cfg: Config, prefix: str) -> dict:
-    """bench-direct sends one record to each stream PREFIX0..K-1 of every
-    run (as libtriggerclient sends: the first send to a stream also reads
-    its tail); what it says, and the server's CPU until it has exited (all
+    """bench-direct sends one record per reader to each stream PREFIX0..K-1
+    of every run (input/S gives each record to one reader; as
+    libtriggerclient sends: the first send to a stream also reads its
+    tail); what it says, and the server's CPU until it has exited (all
     answered, and so all records pushed to whoever reads them)."""
     srv0 = b.server_cpu_s()
     sent = b.run([b.prog("bench/bench-direct"), "release", str(runs_file),
-                  str(cfg.w_streams), prefix], "release", 120)
+                  str(cfg.w_streams), prefix, str(cfg.w_readers)], "release", 120)
     sent["server_cpu_s"] = b.server_cpu_s() - srv0
     return sent
 

@@ -8,6 +8,8 @@ in."""
 from __future__ import annotations
 
 import json
+import re
+import socket
 import statistics
 import subprocess
 import threading
@@ -21,6 +23,11 @@ from .scenarios import Config, attempt, latency_once, node
 from .wan import Link
 
 DELAY_MS = 10.0                 # each way: a 20 ms round trip
+# What --only picks from, with --wan: the mount's sends and delivery, its
+# send + delivery round trips, subscriptions and the release, curl, the
+# other processes (libtriggerclient, SDK: --ways), CPU per new connection.
+PARTS = ("sends", "latency", "connections", "curl", "process", "newconn")
+RELEASE_CONNECTIONS = 16        # the release's sends, pipelined
 
 
 def rtt_s() -> float:
@@ -112,10 +119,70 @@ def new_conn_cpu_ms(b: Bench, churn: Link, steady: Link, runs: list, n: int) -> 
             (per["new"]["cpu_ms"] - per["kept"]["cpu_ms"]) / extra if extra > 0 else None}
 
 
+def release_sends(b: Bench, runs_file: Path, k: int, prefix: str, per: int) -> dict:
+    """per records to each stream PREFIX0..K-1 of every run, straight to the
+    local server: every request written at once, pipelined on a few kept
+    connections (a stream's on one), the answers counted.  A sender that is
+    neither the bottleneck nor a rival for the CPU, as the tasks it stands
+    for run elsewhere (bench-direct's first sends read each stream's tail
+    before 50d905c, which doubled the server's work; curl --parallel took
+    0.45 s of CPU per 2,000 sends, on the 2 cores the server, the link and
+    the mount share)."""
+    host = b.url.split("//", 1)[1]
+    body = b'{"data":{"release":true}}'
+    head = (f"Host: {host}\r\nAuthorization: Bearer {b.env['TRIGGER_SECRET_KEY']}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    streams = [f"{run}/input/{prefix}{i}" for run in runs_file.read_text().split()
+               for i in range(k)]
+    batches = [b"".join(f"POST /realtime/v1/streams/{s} HTTP/1.1\r\n{head}".encode() + body
+                        for s in streams[c::RELEASE_CONNECTIONS] for _ in range(per))
+               for c in range(RELEASE_CONNECTIONS)]
+    conns = [socket.create_connection(("127.0.0.1", int(host.rsplit(":", 1)[1])), 30)
+             for _ in batches]
+    try:
+        t0 = time.monotonic_ns()
+        for c, batch in zip(conns, batches):
+            c.sendall(batch)
+        for c, i in zip(conns, range(RELEASE_CONNECTIONS)):
+            read_answers(c, len(streams[i::RELEASE_CONNECTIONS]) * per)
+        return {"start_ns": t0, "end_ns": time.monotonic_ns()}
+    finally:
+        for c in conns:
+            c.close()
+
+
+def read_answers(c: socket.socket, n: int) -> None:
+    """n HTTP/1.1 answers from c, each a 200 (BenchError otherwise)."""
+    buf = b""
+
+    def more() -> bytes:
+        data = c.recv(65536)
+        if not data:
+            raise BenchError("release: the server closed a connection")
+        return data
+
+    while n:
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            buf += more()
+            continue
+        head = buf[:end].decode("latin-1")
+        if not head.startswith("HTTP/1.1 200"):
+            raise BenchError(f"release: {head.splitlines()[0]!r}")
+        m = re.search(r"(?im)^content-length:\s*(\d+)", head)
+        end += 4 + (int(m.group(1)) if m else 0)
+        while len(buf) < end:
+            buf += more()
+        buf = buf[end:]
+        n -= 1
+
+
 def connections(b: Bench, link: Link, m: Mount, runs_file: Path, k: int, n_streams: int) -> dict:
     """n_streams subscriptions (one reader each, then two): connections
-    held; then one record to every stream releases every reader:
-    connections opened meanwhile, how many carried no request, how long."""
+    held; then two records to every stream release every reader (input/S
+    gives each record to one reader): connections opened meanwhile, how
+    many carried no request, how long (from the first send on: the sends
+    take most of it, so their own time is reported too)."""
     w = b.spawn([b.prog("bench/bench-waiters"), str(m.path), str(runs_file), str(k), "2",
                  "conn"], "wan-waiters", stdin=True)
     try:
@@ -126,15 +193,19 @@ def connections(b: Bench, link: Link, m: Mount, runs_file: Path, k: int, n_strea
         m.wait_parked(2 * n_streams, 300)
         held = link.client_connections()
         before, mark = link.status(), link.access_log_mark()
-        sent = b.run([b.prog("bench/bench-direct"), "release", str(runs_file), str(k), "conn"],
-                     "wan-release", 300, env=dict(b.env, TRIGGER_API_URL=b.url))
-        done = w.result(300)
+        sent = release_sends(b, runs_file, k, "conn", 2)
+        done = w.result(60)
+        if done["ok"] != 2 * n_streams:
+            raise BenchError(f"{done['failed']} of {2 * n_streams} readers failed: "
+                             f"{done['first_error']}")
         opened = link.status()["accepts"] - before["accepts"] - 1   # our status query
         time.sleep(0.5)         # requests are logged when they end
         carried = link.connections_with_requests(mark)
         return {"subscriptions": n_streams, "readers": 2 * n_streams,
-                "connections_held": held, "released": done.get("got"),
+                "connections_held": held, "released": done["ok"],
                 "release_s": (int(done["last_ns"]) - sent["start_ns"]) / 1e9,
+                "sends_s": (sent["end_ns"] - sent["start_ns"]) / 1e9,
+                "after_sends_s": (int(done["last_ns"]) - sent["end_ns"]) / 1e9,
                 "connections_opened": opened,
                 "opened_without_request": max(0, opened - len(carried))}
     finally:
@@ -197,46 +268,64 @@ def process_send_s(b: Bench, way: str, run: str, stream: str) -> float:
 
 # ---- the scenario ------------------------------------------------------------
 
-def scenario_wan(b: Bench, cfg: Config, idle_s: float) -> dict:
+def scenario_wan(b: Bench, cfg: Config, idle_s: float, only: Any = None) -> dict:
+    want = set(only or PARTS)
     port = int(b.url.rsplit(":", 1)[1])
-    runs, runs_file = b.make_runs(6)
+    runs, _ = b.make_runs(6)
     k, n_runs = (100, 10) if not cfg.quick else (20, 5)
-    sub_runs, sub_file = b.make_runs(n_runs)
+    sub_file = b.make_runs(n_runs)[1] if "connections" in want else None
     steady = 20 if not cfg.quick else 10
     local_env = dict(b.env)
     out: dict = {"rtt_ms": 2 * DELAY_MS}
-    link = Link(b.tmp / "wan", port, DELAY_MS).start()
-    churn = Link(b.tmp / "wan-churn", port, 0, nginx_extra="keepalive_requests 1;",
-                 ca=link.ca).start()
-    fast = Link(b.tmp / "wan-fast", port, 0, ca=link.ca).start()
+    links = [Link(b.tmp / "wan", port, DELAY_MS).start()]
+    link = links[0]
     try:
         b.env = dict(local_env, TRIGGER_API_URL=link.url, TRIGGER_CA_FILE=str(link.ca_file),
                      NODE_EXTRA_CA_CERTS=str(link.ca_file))
-        with b.mount("wan") as m:
-            wait_for(lambda: link.client_connections() >= 1, 10, "the mount's connection")
-            out["triggerfs"] = attempt(lambda: fs_sends(b, m, runs, steady))
-            out["triggerfs"]["latency"] = attempt(
-                lambda: latency_once(b, m, "triggerfs", runs[3], "lat", steady * 5))
-            out["connections"] = attempt(lambda: connections(
-                b, link, m, sub_file, k, n_runs * k))
-            if idle_s:
-                out["idle"] = attempt(lambda: idle_send(b, link, m, runs[4], idle_s))
-        out["curl"] = attempt(lambda: curl_way(b, link, runs[5:] + runs[:1], steady))
+        if want & {"sends", "latency", "connections"} or idle_s:
+            wan_mount(b, link, want, out, runs, steady, idle_s, (sub_file, k, n_runs * k))
+        if "curl" in want:
+            out["curl"] = attempt(lambda: curl_way(b, link, runs[5:] + runs[:1], steady))
         for way in ("direct", "sdk"):
-            if way in cfg.ways:
+            if way in cfg.ways and "process" in want:
                 r = {"first_process_s": attempt(lambda: {"s": process_send_s(
                     b, way, runs[5], f"{way}-once")})}
                 r["latency"] = attempt(lambda: latency_once(b, None, way, runs[3],
                                                             f"lat-{way}", steady * 5))
                 out[way] = r
-        b.env = dict(local_env, TRIGGER_CA_FILE=str(link.ca_file))
-        out["new_connection"] = attempt(lambda: new_conn_cpu_ms(
-            b, churn, fast, runs, 50 if not cfg.quick else 20))
+        if "newconn" in want:
+            b.env = dict(local_env, TRIGGER_CA_FILE=str(link.ca_file))
+            churn = Link(b.tmp / "wan-churn", port, 0, nginx_extra="keepalive_requests 1;",
+                         ca=link.ca)
+            fast = Link(b.tmp / "wan-fast", port, 0, ca=link.ca)
+            links += [churn, fast]
+            churn.start()
+            fast.start()
+            out["new_connection"] = attempt(lambda: new_conn_cpu_ms(
+                b, churn, fast, runs, 50 if not cfg.quick else 20))
     finally:
         b.env = local_env
-        for lk in (link, churn, fast):
+        for lk in links:
             lk.close()
     return out
+
+
+def wan_mount(b: Bench, link: Link, want: set, out: dict, runs: list, steady: int,
+              idle_s: float, subs: tuple) -> None:
+    """What one mount over the link does: sends, latency, subscriptions
+    (subs: the runs file, streams per run, streams) and their release, a
+    send after idling."""
+    with b.mount("wan") as m:
+        wait_for(lambda: link.client_connections() >= 1, 10, "the mount's connection")
+        if "sends" in want:
+            out["triggerfs"] = attempt(lambda: fs_sends(b, m, runs, steady))
+        if "latency" in want:
+            out.setdefault("triggerfs", {})["latency"] = attempt(
+                lambda: latency_once(b, m, "triggerfs", runs[3], "lat", steady * 5))
+        if "connections" in want:
+            out["connections"] = attempt(lambda: connections(b, link, m, *subs))
+        if idle_s:
+            out["idle"] = attempt(lambda: idle_send(b, link, m, runs[4], idle_s))
 
 
 # ---- report ------------------------------------------------------------------
@@ -285,15 +374,18 @@ def wan_table(r: dict) -> str:
     c = r.get("connections", {})
     n = r.get("new_connection", {})
     lines.append("")
-    lines.append(f"CPU per new TLS connection (daemon): "
-                 f"{_fmt(n.get('cpu_ms_per_connection'), 'ms')}  "
-                 f"(per send: kept {_fmt(_get(n, 'per_send', 'kept', 'cpu_ms'), 'ms')}, "
-                 f"new connection each {_fmt(_get(n, 'per_send', 'new', 'cpu_ms'), 'ms')})")
-    lines.append(f"{c.get('subscriptions')} subscriptions, {c.get('readers')} readers: "
-                 f"{c.get('connections_held')} connections held; releasing them all "
-                 f"took {_fmt(c.get('release_s'), 's')}, opened "
-                 f"{c.get('connections_opened')} connections, "
-                 f"{c.get('opened_without_request')} without a request")
+    if n:
+        lines.append(f"CPU per new TLS connection (daemon): "
+                     f"{_fmt(n.get('cpu_ms_per_connection'), 'ms')}  "
+                     f"(per send: kept {_fmt(_get(n, 'per_send', 'kept', 'cpu_ms'), 'ms')}, "
+                     f"new connection each {_fmt(_get(n, 'per_send', 'new', 'cpu_ms'), 'ms')})")
+    if c:
+        lines.append(f"{c.get('subscriptions')} subscriptions, {c.get('readers')} readers: "
+                     f"{c.get('connections_held')} connections held; releasing them all "
+                     f"took {_fmt(c.get('release_s'), 's')} (the sends "
+                     f"{_fmt(c.get('sends_s'), 's')} of it), opened "
+                     f"{c.get('connections_opened')} connections, "
+                     f"{c.get('opened_without_request')} without a request")
     if "idle" in r:
         i = r["idle"]
         lines.append(f"send after {i.get('idle_s')} s idle: {_rt(i.get('send_s'))}, "

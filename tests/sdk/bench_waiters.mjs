@@ -1,10 +1,9 @@
 // scripts/bench, sdk side of "many waiters": for every run in RUNS_FILE a
 // task-side StandardInputStreamManager (what each task process runs), and
-// on each of its streams PREFIX0..PREFIX<K-1>, READERS listeners.  A
-// manager keeps one tail per stream and fans records out to its handlers,
-// so each stream costs one SSE connection, as a triggerfs stream does.
-// (once() would hand one record to one waiter only, so the listeners are
-// on() handlers, each released by the stream's first record.)
+// on each of its streams PREFIX0..PREFIX<K-1>, READERS once() waiters.  A
+// manager keeps one tail per stream and hands each record to one waiter,
+// as triggerfs's input/S does, so each stream costs one SSE connection and
+// its READERS waiters are released by READERS records.
 // Prints "ready" once every tail's response has arrived, then, when every
 // listener has been released, {"released", "last_ns"} (CLOCK_MONOTONIC).
 import { readFileSync } from "node:fs";
@@ -49,10 +48,7 @@ for (const run of runs) {
   manager.setRunId(run, "v2");
   for (let s = 0; s < k; s++) {
     for (let r = 0; r < readers; r++) {
-      const h = manager.on(`${prefix}${s}`, () => {
-        h.off();
-        done();
-      });
+      manager.once(`${prefix}${s}`).then(done);
     }
   }
 }
