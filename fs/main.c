@@ -472,18 +472,13 @@ static int configure(struct tfs_options *o, double *send_to)
 	if (cache_fd < 0)
 		return -1;
 	logstore_configure(cache_fd, (size_t)tfs.cache_mem, cache_warn);
-	/* Check the URL now, while errors still reach the terminal; the real
-	 * client (and its thread) is made after daemonising. */
-	trigger_client *probe = client_new(o, *send_to, 0);
-	int rc;
-
-	if (!probe)
+	/* Check the URL now, while errors still reach the terminal.  The
+	 * client that checked serves the mount if the daemon stays in the
+	 * foreground: its connection and claims are ready for the first
+	 * request (a daemon that forks makes another, see serve()). */
+	if (!(tfs.client = client_new(o, *send_to, 1)))
 		return -1;
-	rc = check_tls(probe);
-	if (!rc)
-		rc = check_cred(probe);
-	trigger_client_free(probe);
-	return rc;
+	return check_tls(tfs.client) || check_cred(tfs.client) ? -1 : 0;
 }
 
 /* "triggerfs [API_URL] MOUNTPOINT": the mount point goes back to
@@ -535,9 +530,14 @@ static int serve(struct fuse_cmdline_opts *fo, struct tfs_options *o,
 	int ret;
 
 	tfs_log_init(fo->foreground, fo->debug);
+	if (!fo->foreground) {  /* its thread would not survive the fork */
+		trigger_client_free(tfs.client);
+		tfs.client = NULL;
+	}
 	if (fuse_daemonize(fo->foreground) != 0)
 		return 1;
-	tfs.client = client_new(o, send_to, 1);
+	if (!tfs.client)
+		tfs.client = client_new(o, send_to, 1);
 	if (!tfs.client || watch_start() != 0)
 		return 1;
 	tfs_log(LOG_INFO, "mounted %s on %s", trigger_client_url(tfs.client),
@@ -557,6 +557,7 @@ static int serve(struct fuse_cmdline_opts *fo, struct tfs_options *o,
 	stream_shutdown();
 	watch_stop();
 	trigger_client_free(tfs.client);
+	tfs.client = NULL;
 	stream_free_all_handles();
 	dirlist_free_all();
 	tfs_log(LOG_INFO, "unmounting %s", tfs.mountpoint);
@@ -638,6 +639,8 @@ int main(int argc, char *argv[])
 	}
 	fuse_session_destroy(tfs.se);
 out:
+	if (tfs.client)         /* refused before serving */
+		trigger_client_free(tfs.client);
 	cachedir_close();
 	if (tfs.cred)
 		trigger_cred_free(tfs.cred);

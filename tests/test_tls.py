@@ -172,6 +172,27 @@ def test_a_first_send_to_a_stream_reads_no_tail(server, run, mount_factory):
     assert requests_since(server, mark) == [("POST", f"{stream}/g")]
 
 
+def test_the_first_send_after_mounting_uses_the_connection_that_checked(
+        server, run, tmp_path, mount_factory):
+    """The daemon checks the URL and the credential before mounting; in the
+    foreground the same client then serves the mount, so the first echo
+    finds a connection up and the claims fetched: two requests (the run,
+    the send), on the connection of the checks, with no second claims."""
+    port = int(server.url.rsplit(":", 1)[1])
+    with Link(tmp_path / "link", port, delay_ms=0) as lk:
+        m = mount_factory(api_url=lk.url, options=[f"cafile={lk.ca_file}"])
+        assert sh('echo 1 > "$F"', env={"F": m.input(run, "first")}).returncode == 0
+        wait_for(lambda: any("/input/first" in line for line in
+                             (lk.dir / "nginx-access.log").read_text().splitlines()),
+                 10 * SLACK, what="the send in nginx's log")
+        log = [line.split() for line in (lk.dir / "nginx-access.log").read_text().splitlines()]
+    conns = {f[0] for f in log}
+    paths = [f[3] for f in log]
+    assert len(conns) == 1, log
+    assert sum(p.endswith("/jwt/claims") for p in paths) == 1, paths
+    assert paths[-2:] == [f"/api/v3/runs/{run}", f"/realtime/v1/streams/{run}/input/first"], paths
+
+
 def test_an_idle_mount_keeps_its_connection(server, run, tmp_path, mount_factory):
     """nginx here closes a connection idle for 2 s (its default is 75 s;
     load balancers often 60 s).  The mount keeps its connection in use

@@ -209,6 +209,14 @@ class Link:
             return (self.dir / "nginx-access.log").stat().st_size
         return 0
 
+    def requests_since(self, since: int = 0) -> int:
+        """Requests nginx logged after byte offset since."""
+        with contextlib.suppress(OSError), open(self.dir / "nginx-access.log", "rb") as f:
+            f.seek(since)
+            return sum(1 for line in f.read().decode(errors="replace").splitlines()
+                       if line.split(" ", 1)[0].isdigit())
+        return 0
+
     def connections_with_requests(self, since: int = 0) -> set:
         """nginx's connection numbers that carried a request, from the
         access log after byte offset since (a request is logged when it
