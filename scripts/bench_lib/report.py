@@ -278,8 +278,12 @@ def waiters_targets(red: dict, results: dict) -> list:
          lambda v: v <= 16, lambda v: f"{v:.0f} threads"),
         ("waiters: stat p99 < 20 ms", _get(w, "stat_ms", "p99_ms"),
          lambda v: v < 20, lambda v: f"{v:.3f} ms"),
-        ("waiters: all released within 3 s", w.get("release_s"),
-         lambda v: v <= 3, lambda v: f"{v:.3f} s"),
+        # One record per reader (input/S gives each to one): the release
+        # takes as long as the server takes to store them; what the mount
+        # adds is the time after the last send is answered.
+        ("waiters: all returned within 0.5 s of the last send's answer",
+         w.get("after_sends_s"), lambda v: v <= 0.5,
+         lambda v: f"{v:.3f} s (all {w.get('release_s', 0):.3f} s after the first send)"),
         ("waiters: daemon RSS < 256 MiB", w.get("max_rss"),
          lambda v: v < 256 * MiB, lambda v: f"{v / MiB:.1f} MiB peak"),
         (f"waiters: server cpu per send, readers connected <= {HELD_TOLERANCE}x none",
