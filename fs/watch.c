@@ -126,7 +126,16 @@ int watch_start(void)
 	pthread_cond_init(&cond, &attr);
 	pthread_condattr_destroy(&attr);
 	running = true;
-	return pthread_create(&thread, NULL, watch_main, NULL);
+	/* Signals are for the FUSE loop's thread: a SIGTERM taken here would
+	 * set the session's exit flag without waking the loop. */
+	sigset_t all, old;
+	int rc;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&thread, NULL, watch_main, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return rc;
 }
 
 void watch_stop(void)

@@ -75,4 +75,8 @@ def test_run_local_prints_exports_and_the_tour_works_in_one_terminal():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+            if mounted(mnt):    # never leave a mount behind, even failing
+                subprocess.run(["fusermount3", "-u", "-z", mnt], check=False)
+                raise AssertionError("run-local left its mount; triggerfs.log:\n" +
+                                     open(os.path.join(state, "triggerfs.log")).read())
     assert not mounted(mnt)
