@@ -5,11 +5,19 @@ restarts, another key)."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+# A suite started in the background by a non-interactive shell (`.ci/run &`)
+# inherits SIGINT ignored, and so would every process a test starts: a
+# `cat` interrupted with SIGINT would never end, nor would run-local's
+# Ctrl-C.  A handler here is reset to the default in every child.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from devserver_ctl import DevServer  # noqa: E402
 
