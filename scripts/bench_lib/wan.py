@@ -209,25 +209,24 @@ class Link:
             return (self.dir / "nginx-access.log").stat().st_size
         return 0
 
+    def _request_connections(self, since: int) -> list:
+        """The connection number of each request nginx logged after byte
+        offset since (a request is logged when it ends)."""
+        with contextlib.suppress(OSError), open(self.dir / "nginx-access.log", "rb") as f:
+            f.seek(since)
+            return [int(first) for first in (line.split(" ", 1)[0] for line in
+                                             f.read().decode(errors="replace").splitlines())
+                    if first.isdigit()]
+        return []
+
     def requests_since(self, since: int = 0) -> int:
         """Requests nginx logged after byte offset since."""
-        with contextlib.suppress(OSError), open(self.dir / "nginx-access.log", "rb") as f:
-            f.seek(since)
-            return sum(1 for line in f.read().decode(errors="replace").splitlines()
-                       if line.split(" ", 1)[0].isdigit())
-        return 0
+        return len(self._request_connections(since))
 
     def connections_with_requests(self, since: int = 0) -> set:
-        """nginx's connection numbers that carried a request, from the
-        access log after byte offset since (a request is logged when it
-        ends)."""
-        seen = set()
-        with contextlib.suppress(OSError), open(self.dir / "nginx-access.log", "rb") as f:
-            f.seek(since)
-            for line in f.read().decode(errors="replace").splitlines():
-                if line.split(" ", 1)[0].isdigit():
-                    seen.add(int(line.split(" ", 1)[0]))
-        return seen
+        """nginx's connection numbers that carried a request after byte
+        offset since."""
+        return set(self._request_connections(since))
 
     def close(self) -> None:
         for p in reversed(self.procs):
